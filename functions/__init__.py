@@ -1,0 +1,1 @@
+"""ML-serving patterns as functions-framework functions: one folder per deployable role."""

@@ -1,0 +1,1 @@
+"""Shared library of the functions: nothing model- or function-specific lives here."""

@@ -1,0 +1,179 @@
+"""The thin HTTP layer every function shares: routing, request ids, bodies, JSON, problems.
+
+A function declares a werkzeug ``Map`` of rules whose endpoints name handler methods;
+``HttpApp`` turns a Flask request into a call of that handler and whatever it raises into
+the one problem+json shape. Nothing here knows about models.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import orjson
+from flask import Request, Response
+from pydantic import BaseModel, ValidationError
+from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
+from werkzeug.exceptions import NotFound as WerkzeugNotFound
+from werkzeug.routing import Map
+
+from functions.core.errors import (
+    PROBLEM_CONTENT_TYPE,
+    BadRequest,
+    FunctionError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationFailed,
+    error_for_status,
+    internal_error,
+    problem_body,
+)
+
+logger = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "X-Request-Id"
+# Ids we accept from a client or Envoy: printable, bounded, safe to log and echo.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+_JSON_TYPE = re.compile(r"^application/([\w.\-]+\+)?json\s*(;|$)", re.IGNORECASE)
+
+M = TypeVar("M", bound=BaseModel)
+Handler = Callable[[Request, str], Response]
+
+
+def request_id(request: Request) -> str:
+    """The id of this request: the client's or Envoy's ``X-Request-Id`` if sane, else a UUID."""
+    sent = request.headers.get(REQUEST_ID_HEADER)
+    if sent and _REQUEST_ID.fullmatch(sent):
+        return sent
+    return str(uuid.uuid4())
+
+
+def json_response(
+    body: Any, rid: str, status: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
+    """Serialise ``body`` with orjson; a JSON object body always carries ``job_id``."""
+    if isinstance(body, BaseModel):
+        body = body.model_dump(mode="json", exclude_none=True)
+    if isinstance(body, dict) and "job_id" not in body:
+        body = {"job_id": rid, **body}
+    response = Response(
+        orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
+        status=status,
+        mimetype="application/json",
+    )
+    response.headers[REQUEST_ID_HEADER] = rid
+    if headers:
+        response.headers.update(headers)
+    return response
+
+
+def problem_response(error: FunctionError, rid: str) -> Response:
+    response = Response(
+        orjson.dumps(problem_body(error, rid)), status=error.status, mimetype=PROBLEM_CONTENT_TYPE
+    )
+    response.headers[REQUEST_ID_HEADER] = rid
+    response.headers.update(error.headers)
+    return response
+
+
+def read_body(request: Request, max_bytes: int) -> bytes:
+    """The JSON request body, bounded by ``max_bytes``: 415, 413 or 400 when it is not usable."""
+    content_type = request.headers.get("Content-Type", "")
+    if not _JSON_TYPE.match(content_type):
+        raise UnsupportedMediaType(
+            f"send the body as application/json (got {content_type or 'no content type'!r})",
+            headers={"Accept-Post": "application/json"},
+        )
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise PayloadTooLarge(f"body of {request.content_length} bytes exceeds {max_bytes}")
+    raw = request.stream.read(max_bytes + 1)
+    if len(raw) > max_bytes:  # chunked bodies carry no Content-Length
+        raise PayloadTooLarge(f"body exceeds {max_bytes} bytes")
+    if not raw.strip():
+        raise BadRequest("the request body is empty; send a JSON object")
+    return raw
+
+
+def parse_model(model: type[M], raw: bytes | str) -> M:
+    """Validate JSON text against ``model``: 400 if it is not JSON, 422 if it does not fit."""
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as e:
+        raise _validation_problem(model, e) from e
+
+
+def validate_model(model: type[M], value: object) -> M:
+    """Validate already-parsed data against ``model``: 422 if it does not fit."""
+    try:
+        return model.model_validate(value)
+    except ValidationError as e:
+        raise _validation_problem(model, e) from e
+
+
+def _validation_problem(model: type[BaseModel], e: ValidationError) -> FunctionError:
+    errors = e.errors(include_url=False, include_input=False, include_context=False)
+    if any(err["type"] == "json_invalid" for err in errors):
+        return BadRequest(f"the body is not valid JSON: {errors[0]['msg']}")
+    return ValidationFailed(
+        f"{len(errors)} validation error(s) for {model.__name__}",
+        errors=[{**err, "loc": list(err["loc"])} for err in errors],
+    )
+
+
+def framework_error(error: HTTPException) -> Response:
+    """Flask's own errors (the framework's /robots.txt 404, a 500) in the one problem shape."""
+    problem = error_for_status(error.code or 500, error.description or error.name)
+    return problem_response(problem, str(uuid.uuid4()))
+
+
+class HttpApp:
+    """Dispatch requests to ``owner``'s methods by a werkzeug ``Map``; errors become problems.
+
+    ``observe(endpoint, status, seconds)`` is called once per request (for metrics).
+    """
+
+    def __init__(
+        self,
+        routes: Map,
+        handlers: Mapping[str, Handler],
+        observe: Callable[[str, int, float], None] | None = None,
+    ) -> None:
+        self._routes = routes
+        self._handlers = handlers
+        self._observe = observe
+
+    def __call__(self, request: Request) -> Response:
+        started = time.perf_counter()
+        rid = request_id(request)
+        endpoint = "unmatched"
+        try:
+            adapter = self._routes.bind_to_environ(request.environ)
+            endpoint, args = adapter.match()
+            request.view_args = args
+            response = self._handlers[endpoint](request, rid)
+        except FunctionError as e:
+            if e.status >= 500:
+                logger.warning("%s %s: %s", request.path, e.status, e.detail, extra={"job_id": rid})
+            response = problem_response(e, rid)
+        except WerkzeugNotFound:
+            response = problem_response(NotFound(f"no route {request.path}"), rid)
+        except WerkzeugMethodNotAllowed as e:
+            allowed = ", ".join(sorted(e.valid_methods or ()))
+            error = MethodNotAllowed(
+                f"{request.method} is not allowed on {request.path}; use {allowed}",
+                headers={"Allow": allowed},
+            )
+            response = problem_response(error, rid)
+        except Exception:
+            logger.exception("unhandled error on %s", request.path, extra={"job_id": rid})
+            response = problem_response(internal_error(), rid)
+        if self._observe is not None:
+            self._observe(endpoint, response.status_code, time.perf_counter() - started)
+        return response

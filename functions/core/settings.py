@@ -1,0 +1,52 @@
+"""Settings from the environment, validated once at start-up.
+
+Only this module and ``serve.py`` touch ``os.environ`` (ruff TID251): every function reads its configuration through a ``BaseFunctionSettings`` subclass built by a cached
+factory, so a bad value stops the process with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class SettingsError(RuntimeError):
+    """A setting from the environment is missing or invalid; the message names it."""
+
+
+class BaseFunctionSettings(BaseSettings):
+    """What every function reads: where models live, limits, logging."""
+
+    model_config = SettingsConfigDict(extra="forbid", frozen=True)
+
+    model_dir: Path = Field(REPO_ROOT / "build" / "models", description="built model artifacts")
+    model_cards: Path = Field(REPO_ROOT / "models", description="model cards (model.toml)")
+    max_body_bytes: int = Field(8 * 1024 * 1024, gt=0, description="request body limit")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    k_service: str = Field("local", description="Knative Service name (set by Knative)")
+    k_revision: str = Field("local", description="Knative Revision name (set by Knative)")
+    prometheus_multiproc_dir: Path | None = Field(
+        None, description="shared metrics directory when several worker processes serve"
+    )
+
+
+S = TypeVar("S", bound=BaseFunctionSettings)
+
+
+def build_settings(cls: type[S]) -> S:
+    """Build ``cls`` from the environment, turning validation errors into one clear message."""
+    try:
+        return cls()
+    except ValidationError as e:
+        prefix = cls.model_config.get("env_prefix", "")
+        names = ", ".join(
+            f"{prefix}{'.'.join(str(p) for p in err['loc'])}".upper() + f" ({err['msg']})"
+            for err in e.errors(include_url=False)
+        )
+        raise SettingsError(f"invalid settings for {cls.__name__}: {names}") from e
+

@@ -1,0 +1,1 @@
+"""The generic predictor: serves whichever model card its environment names."""
