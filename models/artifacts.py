@@ -45,10 +45,13 @@ def finish(cards: Path, out: Path, names: list[str], *, update: bool) -> int:
         path = cards / name / "model.toml"
         actual = sha256_of(out / str(card(cards, name)["file"]))
         if update:
-            text = re.sub(r'(?m)^sha256 = ".*"$', f'sha256 = "{actual}"', path.read_text(), 1)
+            text = re.sub(r'(?m)^sha256 = ".*"$', f'sha256 = "{actual}"', path.read_text(), count=1)
             path.write_text(text)
         elif actual != card(cards, name)["sha256"]:
-            print(f"  {name}: sha256 {actual} differs from {path}; the build is not "
-                  "reproducible here (different package versions?)", flush=True)
+            print(
+                f"  {name}: sha256 {actual} differs from {path}; the build is not "
+                "reproducible here (different package versions?)",
+                flush=True,
+            )
             failed += 1
     return 1 if failed else 0

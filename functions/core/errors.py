@@ -106,6 +106,8 @@ _ALL = (
 )
 
 
-def internal_error(detail: str = "unexpected error; see the logs for this request id") -> FunctionError:
+def internal_error(
+    detail: str = "unexpected error; see the logs for this request id",
+) -> FunctionError:
     """The generic 500 answered for bugs: the cause goes to the log, never to the client."""
     return FunctionError(detail)

@@ -7,6 +7,7 @@ with 503 until it is done. ``get()`` never makes a request wait for loading.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -65,7 +66,5 @@ class ModelSlot(Generic[T]):
         )
 
     def _load_quietly(self) -> None:
-        try:
+        with contextlib.suppress(FunctionError):  # recorded in self._error, logged by load()
             self.load()
-        except FunctionError:
-            pass  # recorded in self._error and logged by load()

@@ -24,7 +24,9 @@ _LABELS = ("model", "version", "endpoint")
 _BUCKETS = (0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 REQUESTS = Counter("mlf_requests_total", "HTTP requests answered", (*_LABELS, "code"))
-ERRORS = Counter("mlf_request_errors_total", "HTTP requests answered with 4xx/5xx", (*_LABELS, "code"))
+ERRORS = Counter(
+    "mlf_request_errors_total", "HTTP requests answered with 4xx/5xx", (*_LABELS, "code")
+)
 LATENCY = Histogram("mlf_request_duration_seconds", "Time to answer", _LABELS, buckets=_BUCKETS)
 
 

@@ -49,4 +49,3 @@ def build_settings(cls: type[S]) -> S:
             for err in e.errors(include_url=False)
         )
         raise SettingsError(f"invalid settings for {cls.__name__}: {names}") from e
-

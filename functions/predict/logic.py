@@ -56,7 +56,9 @@ class PredictLogic:
             if len(rows) == 1:
                 extra = {k: v[0] for k, v in extra.items()}
         prediction = probabilities.tolist()
-        return self._answer(Prediction, rid, prediction[0] if len(rows) == 1 else prediction, **extra)
+        return self._answer(
+            Prediction, rid, prediction[0] if len(rows) == 1 else prediction, **extra
+        )
 
     def predict_tensor(self, x: np.ndarray, rid: str) -> Prediction:
         """An image batch of one: the top label, its probability and the top k."""

@@ -93,7 +93,9 @@ class PredictService:
         model = self.slot.get()
         if model.request_model is None:
             image = parse_model(ImageRequest, self._body(request))
-            return json_response(model.predict_tensor(model.image_from_base64(image.image_data), rid), rid)
+            return json_response(
+                model.predict_tensor(model.image_from_base64(image.image_data), rid), rid
+            )
         rows = parse_model(model.request_model, self._body(request))
         return json_response(model.predict_rows(rows.data, rid), rid)  # type: ignore[attr-defined]
 
@@ -101,7 +103,9 @@ class PredictService:
         model = self.slot.get()
         if model.request_model is None:
             image = parse_model(ImageRequest, self._body(request))
-            return json_response(model.label_tensor(model.image_from_base64(image.image_data), rid), rid)
+            return json_response(
+                model.label_tensor(model.image_from_base64(image.image_data), rid), rid
+            )
         rows = parse_model(model.request_model, self._body(request))
         return json_response(model.label_rows(rows.data, rid), rid)  # type: ignore[attr-defined]
 
@@ -179,3 +183,7 @@ def predict(request: Request) -> Response:
     """Every path of the predictor; see ``ROUTES``."""
     return service().app(request)
 
+
+def warm() -> None:
+    """Load and warm the model now (production workers call this before taking traffic)."""
+    service().slot.load()

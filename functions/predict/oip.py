@@ -29,7 +29,17 @@ class V2Tensor(_Request):
     name: str
     shape: list[int] = Field(min_length=1)
     datatype: Literal[
-        "BOOL", "UINT8", "UINT16", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64", "BYTES"
+        "BOOL",
+        "UINT8",
+        "UINT16",
+        "INT8",
+        "INT16",
+        "INT32",
+        "INT64",
+        "FP16",
+        "FP32",
+        "FP64",
+        "BYTES",
     ]
     data: list[Any]
     parameters: dict[str, Any] | None = None
@@ -105,7 +115,9 @@ def v1_predict(logic: PredictLogic, request: V1PredictRequest) -> dict[str, Any]
 def _to_array(logic: PredictLogic, tensor: V2Tensor) -> np.ndarray:
     card = logic.card
     if tensor.name != card.input.name:
-        raise ValidationFailed(f"unknown input {tensor.name!r}; this model takes {card.input.name!r}")
+        raise ValidationFailed(
+            f"unknown input {tensor.name!r}; this model takes {card.input.name!r}"
+        )
     if tensor.datatype == "BYTES" and logic.request_model is None and len(tensor.data) == 1:
         return logic.image_from_base64(str(tensor.data[0]))
     if tensor.datatype not in _NUMERIC:

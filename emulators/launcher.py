@@ -1,0 +1,208 @@
+"""Launcher: one server process per Knative Service revision, as the cluster would run it.
+
+Each process is the container's entry point (``python -m functions.core.serve``) with the
+Service's env from the manifest plus what Knative injects (``PORT``, ``K_SERVICE``,
+``K_REVISION``, ``K_CONFIGURATION``). The launcher waits on each readiness probe, streams
+every log line prefixed with the Service name, restarts a process that dies with
+exponential backoff (as the kubelet restarts a crashed container), and stops them all
+cleanly on Ctrl-C or SIGTERM.
+
+    python -m emulators.launcher [--first-port 8081]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+from emulators.manifests import REPO_ROOT, ServiceSpec, knative_services, load_kustomization
+
+_print_lock = threading.Lock()
+
+
+def emit(line: str, stream: IO[str] | None = None) -> None:
+    with _print_lock:
+        print(line, file=stream or sys.stdout, flush=True)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class Revision:
+    """A supervised server process for one Knative Service revision."""
+
+    def __init__(
+        self,
+        spec: ServiceSpec,
+        port: int,
+        env: Mapping[str, str],
+        host: str = "127.0.0.1",
+        backoff: tuple[float, float] = (1.0, 30.0),
+    ) -> None:
+        self.spec, self.port, self.host = spec, port, host
+        self.url = f"http://{host}:{port}"
+        self.restarts = 0
+        self._env = {
+            **env,
+            **spec.env,
+            "PORT": str(port),
+            "HOST": host,
+            "K_SERVICE": spec.name,
+            "K_REVISION": spec.revision,
+            "K_CONFIGURATION": spec.name,
+            "PYTHONUNBUFFERED": "1",
+        }
+        self._backoff = backoff
+        self._process: subprocess.Popen[str] | None = None
+        self._stopping = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._supervise, name=spec.name, daemon=True)
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wait_ready(self, timeout: float) -> bool:
+        return self._ready.wait(timeout)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM (the server drains in-flight requests), then SIGKILL after ``timeout``."""
+        self._stopping.set()
+        process = self._process
+        if process and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._thread.join(timeout)
+
+    def _supervise(self) -> None:
+        delay = self._backoff[0]
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            self._ready.clear()
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "functions.core.serve"],
+                env=self._env,
+                cwd=REPO_ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,  # Ctrl-C reaches the launcher, which stops us in order
+            )
+            threading.Thread(target=self._probe, args=(self._process, started), daemon=True).start()
+            assert self._process.stdout is not None
+            for line in self._process.stdout:
+                emit(f"{self.spec.name:>16} | {line.rstrip()}")
+            code = self._process.wait()
+            if self._stopping.is_set():
+                return
+            self.restarts += 1
+            if time.monotonic() - started > 60:
+                delay = self._backoff[0]  # it ran a while: a fresh crash, not a crash loop
+            emit(
+                f"{self.spec.name:>16} ! exited with {code}; restart #{self.restarts} in {delay:.1f}s"
+            )
+            if self._stopping.wait(delay):
+                return
+            delay = min(delay * 2, self._backoff[1])
+
+    def _probe(self, process: subprocess.Popen[str], started: float) -> None:
+        url = self.url + self.spec.readiness_path
+        with httpx.Client(timeout=1.0) as client:
+            while process.poll() is None and not self._stopping.is_set():
+                try:
+                    if client.get(url).status_code == 200:
+                        self._ready.set()
+                        took = time.monotonic() - started
+                        emit(f"{self.spec.name:>16} * ready at {self.url} in {took:.1f}s")
+                        return
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.1)
+
+
+class Launcher:
+    """Every Knative Service of a kustomization, each as a supervised ``Revision``."""
+
+    def __init__(
+        self,
+        knative_dir: Path,
+        env: Mapping[str, str],
+        first_port: int = 0,
+        host: str = "127.0.0.1",
+        backoff: tuple[float, float] = (1.0, 30.0),
+    ) -> None:
+        specs = knative_services(load_kustomization(knative_dir))
+        self.revisions = {
+            spec.name: Revision(
+                spec, first_port + i if first_port else free_port(host), env, host, backoff
+            )
+            for i, spec in enumerate(specs)
+        }
+
+    def start(self) -> None:
+        for revision in self.revisions.values():
+            revision.start()
+
+    def wait_ready(self, timeout: float) -> list[str]:
+        """Names of the revisions that did not become ready within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        return [
+            name
+            for name, revision in self.revisions.items()
+            if not revision.wait_ready(max(0.0, deadline - time.monotonic()))
+        ]
+
+    def stop(self) -> None:
+        threads = [threading.Thread(target=r.stop) for r in self.revisions.values()]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run every Knative Service locally")
+    parser.add_argument("--knative", type=Path, default=REPO_ROOT / "knative")
+    parser.add_argument("--first-port", type=int, default=8081)
+    parser.add_argument("--ready-timeout", type=float, default=120.0)
+    args = parser.parse_args(argv)
+    launcher = Launcher(args.knative, dict(os.environ), args.first_port)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    launcher.start()
+    missing = launcher.wait_ready(args.ready_timeout)
+    emit("")
+    for name, revision in launcher.revisions.items():
+        state = "NOT READY" if name in missing else "ready"
+        emit(f"  {name:<18} {revision.url:<26} {state}   e.g. curl {revision.url}/health")
+    emit("\nCtrl-C stops everything.")
+    stop.wait()
+    emit("stopping...")
+    launcher.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Read the manifests the cluster would get: the kustomization's resources, namespace applied.
+
+The emulators and the manifest tests share this reader, so what runs locally is exactly what
+``kubectl apply -k`` would create (for the subset of kustomize this project uses: a
+``resources`` list of files or folders with their own kustomization, and ``namespace``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+KNATIVE_SERVICE = ("serving.knative.dev/v1", "Service")
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One Kubernetes object and the file it came from."""
+
+    doc: dict[str, Any]
+    path: Path
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.doc.get("apiVersion", ""), self.doc.get("kind", "")
+
+    @property
+    def name(self) -> str:
+        return str(self.doc.get("metadata", {}).get("name", ""))
+
+
+def load_kustomization(folder: Path) -> list[Resource]:
+    """Every object listed by ``folder/kustomization.yaml``, recursively, with its namespace."""
+    kustomization = yaml.safe_load((folder / "kustomization.yaml").read_text())
+    namespace = kustomization.get("namespace")
+    resources: list[Resource] = []
+    for entry in kustomization.get("resources", []):
+        path = folder / entry
+        if path.is_dir():
+            resources.extend(load_kustomization(path))
+            continue
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc:
+                resources.append(Resource(doc, path))
+    if namespace:
+        for resource in resources:
+            if resource.key != ("v1", "Namespace"):
+                resource.doc.setdefault("metadata", {})["namespace"] = namespace
+    return resources
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """What the launcher needs of a Knative Service: its latest revision's process."""
+
+    name: str
+    namespace: str
+    revision: str
+    env: dict[str, str]
+    readiness_path: str
+    container_concurrency: int
+    timeout_seconds: int
+    annotations: dict[str, str] = field(default_factory=dict)
+
+
+def knative_services(resources: list[Resource]) -> list[ServiceSpec]:
+    specs = []
+    for resource in resources:
+        if resource.key != KNATIVE_SERVICE:
+            continue
+        meta, template = resource.doc["metadata"], resource.doc["spec"]["template"]
+        container = template["spec"]["containers"][0]
+        probe = container.get("readinessProbe", {}).get("httpGet", {})
+        specs.append(
+            ServiceSpec(
+                name=meta["name"],
+                namespace=meta.get("namespace", "default"),
+                # Knative names the first revision <service>-00001 unless the template does.
+                revision=template.get("metadata", {}).get("name", f"{meta['name']}-00001"),
+                env={e["name"]: str(e.get("value", "")) for e in container.get("env", [])},
+                readiness_path=probe.get("path", "/"),
+                container_concurrency=int(template["spec"].get("containerConcurrency", 0)),
+                timeout_seconds=int(template["spec"].get("timeoutSeconds", 300)),
+                annotations=template.get("metadata", {}).get("annotations", {}),
+            )
+        )
+    return specs

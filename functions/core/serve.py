@@ -1,0 +1,79 @@
+"""Serve a function the way production does: granian (Rust HTTP, WSGI) with N workers.
+
+    python -m functions.core.serve --target predict --source functions/predict/main.py
+
+This is the container's entry point and what the local launcher runs. It honours Knative's
+``PORT``; ``WORKERS`` and ``THREADS`` size the server (one blocking thread per worker is
+the best tail for CPU-bound models, measured in ``make bench``). Each worker builds the
+functions-framework app and warms its model *before* it accepts connections, so no request
+pays for loading. With several workers, Prometheus runs in multiprocess mode over a shared
+directory so ``/metrics`` counts every worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from granian import Granian
+from granian.constants import Interfaces
+
+
+def app_factory() -> Any:
+    """Called by granian in every worker: the Flask app, with its model already warm."""
+    import functions_framework
+
+    app = functions_framework.create_app(
+        os.environ["FUNCTION_TARGET"], os.environ["FUNCTION_SOURCE"]
+    )
+    warm = getattr(sys.modules.get("main"), "warm", None)
+    if warm is not None:
+        warm()
+    return app
+
+
+def _metrics_dir(workers: int) -> None:
+    """A fresh multiprocess directory (stale files would count dead workers' samples)."""
+    if workers < 2 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        return
+    path = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="metrics-"))
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", default=os.environ.get("FUNCTION_TARGET"))
+    parser.add_argument("--source", default=os.environ.get("FUNCTION_SOURCE"))
+    parser.add_argument("--host", default=os.environ.get("HOST", "0.0.0.0"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS", "1")))
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("THREADS", "1")))
+    args = parser.parse_args(argv)
+    if not args.target or not args.source:
+        parser.error("--target and --source (or FUNCTION_TARGET and FUNCTION_SOURCE) are required")
+    os.environ["FUNCTION_TARGET"] = args.target
+    os.environ["FUNCTION_SOURCE"] = str(Path(args.source).resolve())
+    _metrics_dir(args.workers)
+    Granian(
+        "functions.core.serve:app_factory",
+        address=args.host,
+        port=args.port,
+        interface=Interfaces.WSGI,
+        workers=args.workers,
+        blocking_threads=args.threads,
+        factory=True,
+        respawn_failed_workers=True,
+        log_access=False,
+        workers_kill_timeout=30,  # SIGTERM: let in-flight requests finish, then stop
+    ).serve()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""Helpers the tests share: built model paths, in-process apps, processes on loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import TypeVar
+
+import httpx
+from flask.testing import FlaskClient
+
+from functions.core.settings import REPO_ROOT
+
+MODEL_DIR = REPO_ROOT / "build" / "models"
+SAMPLES = MODEL_DIR / "samples"
+PREDICT_SOURCE = str(REPO_ROOT / "functions" / "predict" / "main.py")
+T = TypeVar("T")
+
+
+def predictor_client(model: str, **env: str) -> FlaskClient:
+    """A real predictor app built by functions-framework, its model loaded and warm."""
+    import functions_framework
+
+    saved = dict(os.environ)
+    os.environ.update({"MODEL_NAME": model, **env})
+    try:
+        app = functions_framework.create_app("predict", PREDICT_SOURCE)
+        sys.modules["main"].warm()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return app.test_client()
+
+
+def sample_bytes(name: str) -> bytes:
+    """A test photo shipped by scikit-image / scikit-learn, copied there by `make models`."""
+    return (SAMPLES / name).read_bytes()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(check: Callable[[], T | None], timeout: float, what: str) -> T:
+    """Poll ``check`` until it returns a value, or fail naming ``what`` (no bare sleeps)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result is not None:
+            return result
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+def ready(url: str) -> Callable[[], bool | None]:
+    def check() -> bool | None:
+        try:
+            return True if httpx.get(url, timeout=1.0).status_code == 200 else None
+        except httpx.TransportError:
+            return None
+
+    return check
+
+
+@contextmanager
+def server(
+    command: list[str], env: Mapping[str, str], ready_url: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``command`` until ``ready_url`` answers 200; stop it by its pid afterwards."""
+    process = subprocess.Popen(
+        command,
+        env={**os.environ, **env},
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        try:
+            wait_for(ready(ready_url), 60, f"{ready_url} ({' '.join(command)})")
+        except TimeoutError:
+            process.kill()
+            raise AssertionError(process.communicate()[1].decode()[-2000:]) from None
+        yield process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        if process.stderr:
+            process.stderr.close()

@@ -1,0 +1,90 @@
+"""The shared HTTP layer: request ids, bodies, and the one problem shape."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from flask import Request
+from pydantic import BaseModel, ConfigDict
+from werkzeug.test import EnvironBuilder
+
+from functions.core.errors import (
+    BadRequest,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationFailed,
+    error_for_status,
+    problem_body,
+)
+from functions.core.http import json_response, parse_model, read_body, request_id
+
+
+def make_request(**kwargs: object) -> Request:
+    return Request(EnvironBuilder(**kwargs).get_environ())  # type: ignore[arg-type]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    n: int
+
+
+def test_request_id_is_taken_from_the_header_when_sane() -> None:
+    assert request_id(make_request(headers={"X-Request-Id": "abc-123"})) == "abc-123"
+    made = request_id(make_request(headers={"X-Request-Id": "bad id <script>"}))
+    assert len(made) == 36
+    assert made != "bad id <script>"
+    assert request_id(make_request()) != request_id(make_request())
+
+
+def test_json_object_bodies_carry_the_job_id() -> None:
+    response = json_response({"a": 1}, "rid-1")
+    assert orjson.loads(response.get_data()) == {"job_id": "rid-1", "a": 1}
+    assert response.headers["X-Request-Id"] == "rid-1"
+    assert orjson.loads(json_response([1, 2], "rid-2").get_data()) == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        (
+            {"data": b"n=1", "content_type": "application/x-www-form-urlencoded"},
+            UnsupportedMediaType,
+        ),
+        ({"data": b'{"n": 1}'}, UnsupportedMediaType),
+        ({"data": b"", "content_type": "application/json"}, BadRequest),
+        ({"data": b"x" * 101, "content_type": "application/json"}, PayloadTooLarge),
+    ],
+)
+def test_unusable_bodies(kwargs: dict[str, object], error: type[Exception]) -> None:
+    with pytest.raises(error):
+        read_body(make_request(method="POST", **kwargs), max_bytes=100)
+
+
+def test_json_with_charset_and_suffix_types_are_accepted() -> None:
+    for content_type in ("application/json; charset=utf-8", "application/cloudevents+json"):
+        assert read_body(make_request(method="POST", data=b"{}", content_type=content_type), 100)
+
+
+def test_parse_model_tells_malformed_from_invalid() -> None:
+    assert parse_model(Body, b'{"n": 3}').n == 3
+    with pytest.raises(BadRequest):
+        parse_model(Body, b"{nope")
+    with pytest.raises(ValidationFailed) as info:
+        parse_model(Body, b'{"n": "3"}')
+    assert info.value.errors == [
+        {"type": "int_type", "loc": ["n"], "msg": "Input should be a valid integer"}
+    ]
+
+
+def test_problem_shape() -> None:
+    body = problem_body(ValidationFailed("bad", errors=[{"loc": ["x"]}]), "rid")
+    assert body == {
+        "type": "tag:ml-serving-functions,2026:problem/validation-error",
+        "title": "Request failed validation",
+        "status": 422,
+        "detail": "bad",
+        "instance": "rid",
+        "errors": [{"loc": ["x"]}],
+    }
+    assert error_for_status(413, "x").status == 413
+    assert error_for_status(418, "teapot").status == 500
