@@ -57,6 +57,7 @@ import math
 import re
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -178,6 +179,8 @@ def _quiet_converters() -> None:
     """Silence third-party log chatter that would bury the progress lines."""
     for name in ("torchao", "torch.onnx", "torch.utils._pytree"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # raised inside torch.export by torch 2.13's own pytree code, once per export
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)`")
 
 
 @cache

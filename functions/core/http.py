@@ -156,7 +156,7 @@ class HttpApp:
         try:
             adapter = self._routes.bind_to_environ(request.environ)
             endpoint, args = adapter.match()
-            request.view_args = args
+            request.view_args = dict(args)
             response = self._handlers[endpoint](request, rid)
         except FunctionError as e:
             if e.status >= 500:

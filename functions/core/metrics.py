@@ -43,5 +43,5 @@ def exposition(multiproc_dir: Path | None) -> tuple[bytes, str]:
     if multiproc_dir is None:
         return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=str(multiproc_dir))
+    MultiProcessCollector(registry, path=str(multiproc_dir))  # type: ignore[no-untyped-call]
     return generate_latest(registry), CONTENT_TYPE_LATEST

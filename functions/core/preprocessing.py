@@ -47,8 +47,7 @@ def decode_image(raw: bytes, field: str = "image_data") -> Image.Image:
                 raise PayloadTooLarge(
                     f"image is {image.width}x{image.height}, above {MAX_PIXELS} pixels"
                 )
-            image = ImageOps.exif_transpose(image)
-            return image.convert("RGB")
+            return ImageOps.exif_transpose(image).convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ValidationFailed(
             f"{field} is not a decodable image", errors=[_error(field, "image", str(e))]
@@ -68,7 +67,7 @@ def to_tensor(image: Image.Image, spec: Preprocessing) -> np.ndarray:
     left = (resized.width - spec.size) // 2
     top = (resized.height - spec.size) // 2
     cropped = resized.crop((left, top, left + spec.size, top + spec.size))
-    pixels = np.asarray(cropped, dtype=np.float32)
+    pixels: np.ndarray = np.asarray(cropped, dtype=np.float32)
     pixels = (pixels - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
     if spec.layout == "NCHW":
         pixels = pixels.transpose(2, 0, 1)

@@ -28,7 +28,7 @@ def app_factory() -> Any:
     """Called by granian in every worker: the Flask app, with its model already warm."""
     import functions_framework
 
-    app = functions_framework.create_app(
+    app = functions_framework.create_app(  # type: ignore[no-untyped-call]
         os.environ["FUNCTION_TARGET"], os.environ["FUNCTION_SOURCE"]
     )
     warm = getattr(sys.modules.get("main"), "warm", None)

@@ -16,7 +16,7 @@ class _Frozen(BaseModel):
 def tabular_request(n_features: int, max_rows: int) -> type[BaseModel]:
     """``{"data": [[f1..fn], ...]}`` with the card's feature count and the row limit."""
     row = Annotated[list[float], Field(min_length=n_features, max_length=n_features)]
-    rows = Annotated[list[row], Field(min_length=1, max_length=max_rows)]  # type: ignore[valid-type]
+    rows = Annotated[list[row], Field(min_length=1, max_length=max_rows)]
     model: type[BaseModel] = create_model("TabularRequest", __config__=_STRICT, data=(rows, ...))
     return model
 

@@ -1,0 +1,1 @@
+"""`make bench`: raw inference floors beside the same models served over loopback HTTP."""

@@ -1,0 +1,143 @@
+"""`make bench`: each model's raw in-process inference (the floor) beside the same model
+served over loopback HTTP by the production server, at concurrency 1 and 16.
+
+Numbers are reported as ratios to the floor measured in the same run, so they hold on a
+noisy machine. Environment: BENCH_SECONDS (per load run, default 5), BENCH_WORKERS (server
+workers for iris, default 2), BENCH_JSON (output, default build/bench/latest.json).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.load import Load, wrk  # noqa: E402
+from bench.procs import memory_mb, running  # noqa: E402
+from emulators.launcher import free_port  # noqa: E402
+from functions.core.cards import load_card  # noqa: E402
+from functions.core.preprocessing import decode_image, to_tensor  # noqa: E402
+from functions.core.runtime import load_predictor  # noqa: E402
+
+MODELS = REPO / "build" / "models"
+SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
+WORKERS = os.environ.get("BENCH_WORKERS", "2")
+IRIS_ROW = [[5.1, 3.5, 1.4, 0.2]]
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    model: str
+    threads: int
+    workers: str
+    body: dict[str, object]
+
+
+@dataclass
+class Result:
+    case: str
+    floor_p50_ms: float
+    c1: Load | None = None
+    c16: Load | None = None
+    rss_mb: float = 0.0
+    pss_mb: float = 0.0
+
+
+def floor_ms(model: str, threads: int, seconds: float) -> float:
+    """Median in-process time of one prediction, preprocessing included for images."""
+    card = load_card(REPO / "models", model)
+    predictor = load_predictor(card, MODELS, threads)
+    if card.preprocessing is None:
+        x = np.asarray(IRIS_ROW, np.float32)
+
+        def once() -> None:
+            predictor.predict(x)
+    else:
+        raw = (MODELS / "samples" / "cat.png").read_bytes()
+        spec = card.preprocessing
+
+        def once() -> None:
+            predictor.predict(to_tensor(decode_image(raw), spec))
+
+    times = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline and len(times) < 20000:
+        started = time.perf_counter()
+        once()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000
+
+
+def serve(case: Case, port: int, body_file: Path) -> Result:
+    result = Result(case.name, floor_ms(case.model, case.threads, min(SECONDS, 3)))
+    env = {
+        "FUNCTION_TARGET": "predict",
+        "FUNCTION_SOURCE": "functions/predict/main.py",
+        "MODEL_NAME": case.model,
+        "MODEL_THREADS": str(case.threads),
+        "WORKERS": case.workers,
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "LOG_LEVEL": "WARNING",
+    }
+    body_file.write_text(json.dumps(case.body))
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "functions.core.serve"]
+    with running(command, env, f"{url}/v2/health/ready", REPO) as pid:
+        wrk(f"{url}/predict", 4, 1, body_file)  # warm the connections and caches
+        result.c1 = wrk(f"{url}/predict", 1, SECONDS, body_file)
+        result.c16 = wrk(f"{url}/predict", 16, SECONDS, body_file)
+        result.rss_mb, result.pss_mb = memory_mb(pid)
+    return result
+
+
+def table(results: list[Result]) -> str:
+    head = (
+        f"{'case':<26}{'floor p50':>10}{'c1 p50':>9}{'c1 p99':>9}{'c1/floor':>9}"
+        f"{'c16 rps':>9}{'c16 p50':>9}{'c16 p99':>9}{'RSS MB':>8}{'PSS MB':>8}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in results:
+        assert r.c1
+        assert r.c16
+        lines.append(
+            f"{r.case:<26}{r.floor_p50_ms:>10.3f}{r.c1.p50_ms:>9.3f}{r.c1.p99_ms:>9.3f}"
+            f"{r.c1.p50_ms / r.floor_p50_ms:>9.1f}{r.c16.rps:>9.0f}{r.c16.p50_ms:>9.2f}"
+            f"{r.c16.p99_ms:>9.2f}{r.rss_mb:>8.0f}{r.pss_mb:>8.0f}"
+        )
+    lines.append("(milliseconds; c1/floor = served c1 p50 over the in-process floor)")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    cat = base64.b64encode((MODELS / "samples" / "cat.png").read_bytes()).decode()
+    cases = [
+        Case(f"iris-svc ({WORKERS} workers)", "iris-svc", 1, WORKERS, {"data": IRIS_ROW}),
+        Case("efficientnet-lite0 onnx", "efficientnet-lite0", 2, "1", {"image_data": cat}),
+        Case("efficientnet-lite0 tflite", "efficientnet-lite0-tflite", 2, "1", {"image_data": cat}),
+    ]
+    out = Path(os.environ.get("BENCH_JSON", REPO / "build" / "bench" / "latest.json"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    results = []
+    for i, case in enumerate(cases):
+        print(f"measuring {case.name} ...", flush=True)
+        results.append(serve(case, free_port(), out.with_suffix(f".body{i}.json")))
+    print(table(results))
+    out.write_text(json.dumps([asdict(r) for r in results], indent=2))
+    print(f"written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
