@@ -94,6 +94,11 @@ def _export(model: BaseEstimator) -> ModelProto:
             target_opset=17,
         )
     onnx_model.doc_string = ""
+    # skl2onnx lists opsets in set order, which varies with PYTHONHASHSEED: fix the order.
+    opsets = sorted((o.domain, o.version) for o in onnx_model.opset_import)
+    del onnx_model.opset_import[:]
+    for domain, version in opsets:
+        onnx_model.opset_import.add(domain=domain, version=version)
     return onnx_model
 
 
