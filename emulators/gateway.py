@@ -1,0 +1,232 @@
+"""Gateway: one loopback HTTP entry point doing what Knative's ingress (Istio) would do.
+
+Routes by Host header (``<svc>.<ns>.<domain>``, ``<tag>-<svc>...``, a VirtualService host)
+or by a path prefix ``/<name>/...`` for curl convenience, following ``routing.RouteTable``:
+traffic split, tags, VirtualService rules, fault delay/abort and timeouts. Enforces
+``containerConcurrency`` as Knative's queue-proxy does (in-flight up to the limit, a queue of
+ten times it, then 503) and ``timeoutSeconds`` (504). Passes ``X-Request-Id`` (making one
+when none came, as Envoy does) and ``traceparent`` through, re-reads the manifests when they
+change without dropping requests, and lists its routes at ``GET /_routes``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from emulators.routing import Decision, KService, NoRoute, RouteTable
+from functions.core.errors import (
+    PROBLEM_CONTENT_TYPE,
+    FunctionError,
+    GatewayTimeout,
+    NotFound,
+    ServiceUnavailable,
+    error_for_status,
+    problem_body,
+)
+
+logger = logging.getLogger(__name__)
+
+DOMAIN = "example.com"  # Knative's default domain; curl with -H "Host: iris.ml-serving.example.com"
+# RFC 9110 §7.6.1 connection-specific fields, never forwarded by a proxy.
+HOP_BY_HOP = {
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+    "trailer", "transfer-encoding", "upgrade", "content-length", "host",
+}  # fmt: skip
+
+
+@dataclass
+class Breaker:
+    """queue-proxy's breaker: ``limit`` in flight, ``10 * limit`` waiting, the rest get 503."""
+
+    limit: int
+    waiting: int = 0
+
+    def __post_init__(self) -> None:
+        self._slots = asyncio.Semaphore(self.limit)
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> Any:
+        if self._slots.locked() and self.waiting >= 10 * self.limit:
+            raise ServiceUnavailable(
+                f"over capacity: {self.limit} in flight and {self.waiting} queued"
+            )
+        self.waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self.waiting -= 1
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+
+class Gateway:
+    def __init__(
+        self,
+        build_table: Callable[[], RouteTable],
+        watch: list[Path],
+        public_url: str,
+        broker_url: str | None = None,
+        poll_seconds: float = 0.5,
+    ) -> None:
+        self._build_table = build_table
+        self.table = build_table()
+        self._watch, self._poll = watch, poll_seconds
+        self._stamp = self._mtimes()
+        self.public_url, self.broker_url = public_url.rstrip("/"), broker_url
+        self._breakers: dict[str, Breaker] = {}
+        self._session: aiohttp.ClientSession | None = None
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=256 * 1024 * 1024)  # the functions set their limits
+        app.router.add_get("/_routes", self._routes)
+        app.router.add_route("*", "/{tail:.*}", self._forward)
+        app.cleanup_ctx.append(self._lifecycle)
+        return app
+
+    async def _lifecycle(self, app: web.Application) -> Any:
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
+        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+        watcher = asyncio.create_task(self._watch_manifests())
+        yield
+        watcher.cancel()
+        await self._session.close()
+
+    # -- forwarding ---------------------------------------------------------------------
+
+    async def _forward(self, request: web.Request) -> web.StreamResponse:
+        rid = request.headers.get("X-Request-Id") or str(uuid.uuid4())
+        try:
+            headers = {k.lower(): v for k, v in request.headers.items()}
+            decision = self.table.decide(request.host, request.path, headers)
+            return await self._send(request, decision, rid)
+        except NoRoute as e:
+            return _problem(NotFound(str(e)), rid)
+        except FunctionError as e:
+            return _problem(e, rid)
+
+    async def _send(self, request: web.Request, decision: Decision, rid: str) -> web.StreamResponse:
+        target = decision.target
+        if target.upstream is None:
+            raise ServiceUnavailable(f"revision {target.revision} does not run locally")
+        if decision.delay:
+            await asyncio.sleep(decision.delay)
+        if decision.abort is not None:
+            raise error_for_status(decision.abort, f"fault injected by {decision.route}")
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        headers["X-Request-Id"] = rid
+        headers.update(decision.set_headers)
+        body = await request.read()
+        url = (
+            target.upstream
+            + decision.path
+            + (f"?{request.query_string}" if request.query_string else "")
+        )
+        assert self._session is not None
+        async with self._breaker(decision.service).slot():
+            try:
+                async with self._session.request(
+                    request.method,
+                    url,
+                    headers=headers,
+                    data=body,
+                    timeout=aiohttp.ClientTimeout(total=decision.timeout),
+                    allow_redirects=False,
+                ) as upstream:
+                    payload = await upstream.read()
+                    out = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
+                    return web.Response(status=upstream.status, body=payload, headers=out)
+            except TimeoutError as e:
+                raise GatewayTimeout(
+                    f"{decision.service.name} ({target.revision}) took longer than {decision.timeout:g}s"
+                ) from e
+            except aiohttp.ClientError as e:
+                raise ServiceUnavailable(f"{decision.service.name} ({target.revision}): {e}") from e
+
+    def _breaker(self, service: KService) -> Breaker:
+        key = f"{service.name}/{service.container_concurrency}"
+        if key not in self._breakers:
+            self._breakers[key] = Breaker(service.container_concurrency or 1_000_000)
+        return self._breakers[key]
+
+    # -- routes and reloading -----------------------------------------------------------
+
+    async def _routes(self, request: web.Request) -> web.Response:
+        return web.json_response(self.describe(), dumps=lambda o: orjson.dumps(o).decode())
+
+    def describe(self) -> dict[str, Any]:
+        services: list[dict[str, Any]] = []
+        for name in self.table.names():
+            entry: dict[str, Any] = {"name": name, "url": f"{self.public_url}/{name}"}
+            if name in self.table.services:
+                svc = self.table.services[name]
+                entry["host"] = f"{name}.{svc.namespace}.{DOMAIN}"
+                entry["traffic"] = [
+                    {
+                        "revision": t.revision,
+                        "tag": t.tag,
+                        "percent": t.percent,
+                        "upstream": t.upstream,
+                    }
+                    for t in svc.targets
+                ]
+                entry["rules"] = []
+            else:
+                vs = self.table.virtual[name]
+                entry["host"] = vs.hosts[0] if vs.hosts else f"{name}.{vs.namespace}.{DOMAIN}"
+                entry["traffic"] = []
+                entry["rules"] = [
+                    {
+                        "name": rule.name,
+                        "match": [
+                            {"headers": {h: {m.kind: m.value} for h, m in match.headers}}
+                            | ({"uri": {match.uri.kind: match.uri.value}} if match.uri else {})
+                            for match in rule.matches
+                        ],
+                        "route": [
+                            {"service": d.service, "weight": d.weight} for d in rule.destinations
+                        ],
+                    }
+                    for rule in vs.rules
+                ]
+            services.append(entry)
+        return {"services": services, "broker": {"url": self.broker_url}}
+
+    def _mtimes(self) -> dict[Path, float]:
+        files = [p for folder in self._watch for p in folder.rglob("*.yaml")]
+        return {p: p.stat().st_mtime for p in files if p.is_file()}
+
+    async def _watch_manifests(self) -> None:
+        """Poll the manifests; a change swaps in a new table (requests in flight keep theirs)."""
+        while True:
+            await asyncio.sleep(self._poll)
+            stamp = self._mtimes()
+            if stamp == self._stamp:
+                continue
+            self._stamp = stamp
+            try:
+                self.table = self._build_table()
+                logger.info("manifests changed: routes reloaded")
+            except Exception as e:  # a half-saved file must not take the gateway down
+                logger.warning("manifests changed but do not load (%s); keeping the old routes", e)
+
+
+def _problem(error: FunctionError, rid: str) -> web.Response:
+    return web.Response(
+        status=error.status,
+        body=orjson.dumps(problem_body(error, rid)),
+        content_type=PROBLEM_CONTENT_TYPE,
+        headers={"X-Request-Id": rid, **error.headers},
+    )

@@ -1,0 +1,329 @@
+"""The routing a Knative + Istio ingress would do, as a pure table built from the manifests.
+
+Knative Services give hosts ``<svc>.<namespace>.<domain>``, a traffic split over revisions
+(percent, ``tag`` -> host ``<tag>-<svc>...`` and the ``Knative-Serving-Tag`` header) and
+``timeoutSeconds``; Istio VirtualServices give ordered http rules (first match wins; header
+and uri matches exact/prefix/regex), weighted destinations, ``rewrite``, ``timeout`` and
+``fault`` delay/abort. ``RouteTable.decide`` turns one request into one ``Decision``; the
+gateway carries it out. Randomness comes from a seedable ``random.Random``.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from emulators.manifests import KNATIVE_SERVICE, Resource
+
+VIRTUAL_SERVICE_KINDS = {
+    (f"networking.istio.io/{v}", "VirtualService") for v in ("v1", "v1beta1", "v1alpha3")
+}
+KNATIVE_LOCAL_GATEWAY = "knative-local-gateway"
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def go_duration(text: str) -> float:
+    """Seconds in an Istio (Go) duration such as ``1.5s``, ``300ms`` or ``1m30s``."""
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"not a duration: {text!r}")
+    return sum(float(n) * _UNITS[u] for n, u in parts)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One entry of a Knative Service's traffic block."""
+
+    revision: str
+    percent: int
+    tag: str | None
+    upstream: str | None  # the revision process's URL; None when it does not run here
+
+
+@dataclass(frozen=True)
+class KService:
+    name: str
+    namespace: str
+    targets: tuple[Target, ...]
+    container_concurrency: int
+    timeout: float
+
+
+@dataclass(frozen=True)
+class StringMatch:
+    kind: str  # exact | prefix | regex
+    value: str
+
+    def __call__(self, text: str | None) -> bool:
+        if text is None:
+            return False
+        if self.kind == "exact":
+            return text == self.value
+        if self.kind == "prefix":
+            return text.startswith(self.value)
+        return re.fullmatch(self.value, text) is not None
+
+
+@dataclass(frozen=True)
+class HttpMatch:
+    """One ``match`` entry: all its conditions must hold."""
+
+    headers: tuple[tuple[str, StringMatch], ...] = ()
+    uri: StringMatch | None = None
+
+    def __call__(self, path: str, headers: Mapping[str, str]) -> bool:
+        if self.uri is not None and not self.uri(path):
+            return False
+        return all(match(headers.get(name)) for name, match in self.headers)
+
+
+@dataclass(frozen=True)
+class Destination:
+    service: str
+    weight: int
+    set_headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class HttpRule:
+    name: str
+    matches: tuple[HttpMatch, ...]
+    destinations: tuple[Destination, ...]
+    timeout: float | None = None
+    delay: tuple[float, float] | None = None  # (seconds, percent of requests)
+    abort: tuple[int, float] | None = None  # (status, percent of requests)
+
+
+@dataclass(frozen=True)
+class VirtualService:
+    name: str
+    namespace: str
+    hosts: tuple[str, ...]
+    rules: tuple[HttpRule, ...]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Where one request goes and what happens on the way."""
+
+    service: KService
+    target: Target
+    path: str
+    timeout: float
+    set_headers: tuple[tuple[str, str], ...] = ()
+    delay: float = 0.0
+    abort: int | None = None
+    route: str = ""  # the VirtualService/rule that decided, for logs and /_routes
+
+
+class NoRoute(LookupError):
+    """No Service or VirtualService answers this host or path."""
+
+
+@dataclass
+class RouteTable:
+    services: dict[str, KService]
+    virtual: dict[str, VirtualService]
+    rng: random.Random = field(default_factory=random.Random)
+
+    @classmethod
+    def build(
+        cls,
+        resources: list[Resource],
+        upstreams: Mapping[str, str],
+        rng: random.Random | None = None,
+    ) -> RouteTable:
+        """``upstreams`` maps revision names to the URLs of their local processes."""
+        services = {
+            s.name: s
+            for r in resources
+            if r.key == KNATIVE_SERVICE
+            for s in [_kservice(r, upstreams)]
+        }
+        virtual = {
+            v.name: v for r in resources if r.key in VIRTUAL_SERVICE_KINDS for v in [_virtual(r)]
+        }
+        return cls(services, virtual, rng or random.Random())
+
+    def names(self) -> list[str]:
+        return sorted({*self.services, *self.virtual})
+
+    def locate(self, host: str, path: str) -> tuple[str, str, str | None]:
+        """(route name, path inside it, tag from the host) by Host header, else path prefix."""
+        label = host.split(":", 1)[0].split(".", 1)[0]
+        if label in self.virtual or label in self.services:
+            return label, path, None
+        for name in self.services:  # <tag>-<service> host of a tagged traffic target
+            if label.endswith("-" + name):
+                tag = label[: -len(name) - 1]
+                if any(t.tag == tag for t in self.services[name].targets):
+                    return name, path, tag
+        first, _, rest = path.lstrip("/").partition("/")
+        if first in self.virtual or first in self.services:
+            return first, "/" + rest, None
+        raise NoRoute(f"no Knative Service or VirtualService for host {host!r} or path {path!r}")
+
+    def decide(self, host: str, path: str, headers: Mapping[str, str]) -> Decision:
+        """Headers must be keyed in lower case."""
+        name, inner, tag = self.locate(host, path)
+        if name in self.virtual:
+            return self._through_virtual(self.virtual[name], inner, headers)
+        service = self.services[name]
+        return Decision(
+            service,
+            self._split(service, tag or headers.get("knative-serving-tag")),
+            inner,
+            service.timeout,
+        )
+
+    def _through_virtual(
+        self, vs: VirtualService, path: str, headers: Mapping[str, str]
+    ) -> Decision:
+        for rule in vs.rules:
+            if rule.matches and not any(m(path, headers) for m in rule.matches):
+                continue
+            destination = self._weighted(rule.destinations)
+            service = self.services.get(destination.service)
+            if service is None:
+                raise NoRoute(f"{vs.name}/{rule.name}: no Knative Service {destination.service!r}")
+            tag = dict(destination.set_headers).get("knative-serving-tag") or headers.get(
+                "knative-serving-tag"
+            )
+            delay = rule.delay[0] if rule.delay and self._hit(rule.delay[1]) else 0.0
+            abort = rule.abort[0] if rule.abort and self._hit(rule.abort[1]) else None
+            return Decision(
+                service,
+                self._split(service, tag),
+                path,
+                rule.timeout or service.timeout,
+                destination.set_headers,
+                delay,
+                abort,
+                f"{vs.name}/{rule.name}",
+            )
+        raise NoRoute(f"VirtualService {vs.name}: no http rule matches {path!r}")
+
+    def _split(self, service: KService, tag: str | None) -> Target:
+        if tag:
+            for target in service.targets:
+                if target.tag == tag:
+                    return target
+            # An unknown tag falls through to the split, as Knative's tag header routing does.
+        pick = self.rng.uniform(0, 100)
+        for target in service.targets:
+            pick -= target.percent
+            if pick < 0 and target.percent:
+                return target
+        return next(t for t in service.targets if t.percent)
+
+    def _weighted(self, destinations: tuple[Destination, ...]) -> Destination:
+        total = sum(d.weight for d in destinations)
+        pick = self.rng.uniform(0, total)
+        for destination in destinations:
+            pick -= destination.weight
+            if pick < 0:
+                return destination
+        return destinations[-1]
+
+    def _hit(self, percent: float) -> bool:
+        return self.rng.uniform(0, 100) < percent
+
+
+def _kservice(resource: Resource, upstreams: Mapping[str, str]) -> KService:
+    doc = resource.doc
+    name = doc["metadata"]["name"]
+    template = doc["spec"]["template"]
+    latest = template.get("metadata", {}).get("name", f"{name}-00001")
+    traffic = doc["spec"].get("traffic") or [{"latestRevision": True, "percent": 100}]
+    targets = []
+    for entry in traffic:
+        revision = (
+            latest
+            if entry.get("latestRevision", "revisionName" not in entry)
+            else entry["revisionName"]
+        )
+        targets.append(
+            Target(
+                revision, int(entry.get("percent", 0)), entry.get("tag"), upstreams.get(revision)
+            )
+        )
+    return KService(
+        name=name,
+        namespace=doc["metadata"].get("namespace", "default"),
+        targets=tuple(targets),
+        container_concurrency=int(template["spec"].get("containerConcurrency", 0)),
+        timeout=float(template["spec"].get("timeoutSeconds", 300)),
+    )
+
+
+def _service_of(destination: Mapping[str, Any], authority: str | None) -> str:
+    """The Knative Service a destination reaches: its host, or the authority it is rewritten to
+    when it goes through Knative's local gateway (how Istio hands a request to Knative)."""
+    host = str(destination["destination"]["host"])
+    if host.split(".", 1)[0] == KNATIVE_LOCAL_GATEWAY:
+        request_set = destination.get("headers", {}).get("request", {}).get("set", {})
+        authority = request_set.get("Host") or request_set.get("host") or authority
+        if not authority:
+            raise ValueError(f"{host} needs rewrite.authority or a Host header to reach a Service")
+        host = authority
+    return host.split(".", 1)[0]
+
+
+def _string_match(spec: Mapping[str, str]) -> StringMatch:
+    ((kind, value),) = spec.items()
+    return StringMatch(kind, value)
+
+
+def _virtual(resource: Resource) -> VirtualService:
+    doc = resource.doc
+    rules = []
+    for i, http in enumerate(doc["spec"].get("http", [])):
+        authority = http.get("rewrite", {}).get("authority")
+        matches = tuple(
+            HttpMatch(
+                headers=tuple(
+                    (k.lower(), _string_match(v)) for k, v in m.get("headers", {}).items()
+                ),
+                uri=_string_match(m["uri"]) if "uri" in m else None,
+            )
+            for m in http.get("match", [])
+        )
+        destinations = tuple(
+            Destination(
+                _service_of(route, authority),
+                int(route.get("weight", 100 if len(http["route"]) == 1 else 0)),
+                tuple(
+                    (k.lower(), str(v))
+                    for k, v in route.get("headers", {}).get("request", {}).get("set", {}).items()
+                    if k.lower() != "host"
+                ),
+            )
+            for route in http["route"]
+        )
+        fault = http.get("fault", {})
+        delay = fault.get("delay")
+        abort = fault.get("abort")
+        rules.append(
+            HttpRule(
+                name=http.get("name", f"rule-{i}"),
+                matches=matches,
+                destinations=destinations,
+                timeout=go_duration(http["timeout"]) if "timeout" in http else None,
+                delay=(go_duration(delay["fixedDelay"]), _percent(delay)) if delay else None,
+                abort=(int(abort["httpStatus"]), _percent(abort)) if abort else None,
+            )
+        )
+    return VirtualService(
+        name=doc["metadata"]["name"],
+        namespace=doc["metadata"].get("namespace", "default"),
+        hosts=tuple(doc["spec"].get("hosts", [])),
+        rules=tuple(rules),
+    )
+
+
+def _percent(fault: Mapping[str, Any]) -> float:
+    return float(fault.get("percentage", {}).get("value", 100.0))

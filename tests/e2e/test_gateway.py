@@ -1,0 +1,272 @@
+"""The gateway over real HTTP: real backends on loopback, manifests written to tmp_path."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from aiohttp import web
+
+from emulators.gateway import Gateway
+from emulators.launcher import Launcher
+from emulators.manifests import REPO_ROOT, load_kustomization
+from emulators.routing import RouteTable
+from tests.helpers import free_port, server
+from tests.unit.emulators.test_routing import within_bounds
+
+pytestmark = pytest.mark.e2e
+GATEWAY_HOST = "knative-local-gateway.istio-system.svc.cluster.local"
+
+
+class RunningGateway:
+    """The gateway on a free port in a thread of its own; ``stop()`` tears it down."""
+
+    def __init__(self, folder: Path, upstreams: dict[str, str], seed: int = 1) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        rng = random.Random(seed)
+        self.gateway = Gateway(
+            lambda: RouteTable.build(load_kustomization(folder), upstreams, rng),
+            [folder],
+            self.url,
+            poll_seconds=0.1,
+        )
+        self._loop = asyncio.new_event_loop()
+        self._runner = web.AppRunner(self.gateway.app(), access_log=None)
+        started = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(self._loop)
+            self._loop.run_until_complete(self._runner.setup())
+            site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+            self._loop.run_until_complete(site.start())
+            started.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+        assert started.wait(10)
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+
+def write_manifests(folder: Path, docs: list[dict[str, object]]) -> None:
+    """One file per document plus a kustomization listing them (namespace ns)."""
+    names = []
+    for doc in docs:
+        name = f"{doc['kind']}-{doc['metadata']['name']}.yaml".lower()  # type: ignore[index]
+        (folder / name).write_text(yaml.safe_dump(doc))
+        names.append(name)
+    (folder / "kustomization.yaml").write_text(
+        yaml.safe_dump({"namespace": "ns", "resources": names})
+    )
+
+
+def ksvc(name: str, concurrency: int = 0, timeout: int = 30) -> dict[str, object]:
+    return {
+        "apiVersion": "serving.knative.dev/v1",
+        "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {
+            "template": {
+                "spec": {
+                    "containerConcurrency": concurrency,
+                    "timeoutSeconds": timeout,
+                    "containers": [{"image": "x"}],
+                }
+            }
+        },
+    }
+
+
+def virtual(name: str, http: list[dict[str, object]]) -> dict[str, object]:
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": name},
+        "spec": {"hosts": [f"{name}.ns.example.com"], "http": http},
+    }
+
+
+def to(service: str, weight: int) -> dict[str, object]:
+    return {
+        "destination": {"host": GATEWAY_HOST},
+        "headers": {"request": {"set": {"Host": f"{service}.ns.svc.cluster.local"}}},
+        "weight": weight,
+    }
+
+
+@pytest.fixture(scope="module")
+def echo() -> Iterator[str]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, str(REPO_ROOT / "tests" / "echo_server.py"), str(port)]
+    with server(command, {}, f"{url}/ready"):
+        yield url
+
+
+@pytest.fixture
+def gateway_to_echo(tmp_path: Path, echo: str) -> Iterator[tuple[RunningGateway, Path]]:
+    upstreams = {"slow-00001": echo, "tight-00001": echo, "other-00001": echo}
+    write_manifests(
+        tmp_path, [ksvc("slow", timeout=1), ksvc("tight", concurrency=1), ksvc("other")]
+    )
+    running = RunningGateway(tmp_path, upstreams)
+    yield running, tmp_path
+    running.stop()
+
+
+def test_ids_and_trace_context_are_passed_through(
+    gateway_to_echo: tuple[RunningGateway, Path],
+) -> None:
+    gw, _ = gateway_to_echo
+    sent = httpx.get(
+        f"{gw.url}/other/x/y?q=1", headers={"X-Request-Id": "req-7", "traceparent": "00-abc-def-01"}
+    ).json()
+    assert sent["path"] == "/x/y"
+    assert sent["headers"]["x-request-id"] == "req-7"
+    assert sent["headers"]["traceparent"] == "00-abc-def-01"
+    made = httpx.get(f"{gw.url}/other/", headers={"Host": "other.ns.example.com"})
+    assert made.json()["headers"]["x-request-id"]
+
+
+def test_slow_backend_gets_504(gateway_to_echo: tuple[RunningGateway, Path]) -> None:
+    gw, _ = gateway_to_echo
+    started = time.monotonic()
+    response = httpx.get(f"{gw.url}/slow/?sleep=3", timeout=10)
+    assert response.status_code == 504
+    assert response.headers["content-type"] == "application/problem+json"
+    assert time.monotonic() - started < 2.5
+    assert httpx.get(f"{gw.url}/slow/?sleep=0").status_code == 200
+
+
+def test_concurrency_overflow_gets_503(gateway_to_echo: tuple[RunningGateway, Path]) -> None:
+    gw, _ = gateway_to_echo
+    # containerConcurrency 1: one in flight, ten queued, the rest refused as Knative's queue-proxy does.
+    with ThreadPoolExecutor(16) as pool:
+        statuses = list(
+            pool.map(
+                lambda _: httpx.get(f"{gw.url}/tight/?sleep=0.5", timeout=30).status_code, range(16)
+            )
+        )
+    assert statuses.count(503) >= 1
+    assert statuses.count(200) >= 2
+
+
+def test_unknown_route_is_a_404_problem(gateway_to_echo: tuple[RunningGateway, Path]) -> None:
+    gw, _ = gateway_to_echo
+    response = httpx.get(f"{gw.url}/nope/x")
+    assert response.status_code == 404
+    assert response.json()["status"] == 404
+
+
+def test_routes_listing(gateway_to_echo: tuple[RunningGateway, Path], echo: str) -> None:
+    gw, _ = gateway_to_echo
+    routes = httpx.get(f"{gw.url}/_routes").json()
+    other = next(s for s in routes["services"] if s["name"] == "other")
+    assert other["url"] == f"{gw.url}/other"
+    assert other["host"] == "other.ns.example.com"
+    assert other["traffic"] == [
+        {"revision": "other-00001", "tag": None, "percent": 100, "upstream": echo}
+    ]
+    assert set(routes["broker"]) == {"url"}
+
+
+def test_faults_from_a_virtual_service(gateway_to_echo: tuple[RunningGateway, Path]) -> None:
+    gw, folder = gateway_to_echo
+    http = [
+        {
+            "name": "broken",
+            "match": [{"headers": {"x-fault": {"exact": "abort"}}}],
+            "fault": {"abort": {"httpStatus": 503, "percentage": {"value": 100}}},
+            "route": [to("other", 100)],
+        },
+        {
+            "name": "slowed",
+            "fault": {"delay": {"fixedDelay": "400ms", "percentage": {"value": 100}}},
+            "route": [to("other", 100)],
+        },
+    ]
+    write_manifests(folder, [ksvc("other"), virtual("faulty", http)])
+    reloaded = lambda: (
+        "faulty" in {s["name"] for s in httpx.get(f"{gw.url}/_routes").json()["services"]}
+    )  # noqa: E731
+    deadline = time.monotonic() + 10
+    while not reloaded():
+        assert time.monotonic() < deadline, "the gateway did not re-read the manifests"
+        time.sleep(0.05)
+    assert httpx.get(f"{gw.url}/faulty/x", headers={"x-fault": "abort"}).status_code == 503
+    started = time.monotonic()
+    assert httpx.get(f"{gw.url}/faulty/x").status_code == 200
+    assert time.monotonic() - started >= 0.4
+
+
+@pytest.fixture(scope="module")
+def iris_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Two real predictor processes (SVC and random forest) started by the launcher."""
+    folder = tmp_path_factory.mktemp("pair")
+    docs = []
+    for name, model in (("iris-a", "iris-svc"), ("iris-b", "iris-rf")):
+        doc = yaml.safe_load((REPO_ROOT / "knative" / "services" / "iris.yaml").read_text())
+        doc["metadata"]["name"] = name
+        env = doc["spec"]["template"]["spec"]["containers"][0]["env"]
+        for entry in env:
+            if entry["name"] == "MODEL_NAME":
+                entry["value"] = model
+        docs.append(doc)
+    write_manifests(folder, docs)
+    launcher = Launcher(folder, dict(os.environ))
+    launcher.start()
+    try:
+        assert launcher.wait_ready(90) == []
+        yield {r.spec.revision: r.url for r in launcher.revisions.values()}
+    finally:
+        launcher.stop()
+
+
+def test_weighted_split_and_manifest_changes_through_real_predictors(
+    tmp_path: Path, iris_pair: dict[str, str]
+) -> None:
+    write_manifests(
+        tmp_path,
+        [
+            ksvc("iris-a"),
+            ksvc("iris-b"),
+            virtual("ab", [{"route": [to("iris-a", 60), to("iris-b", 40)]}]),
+        ],
+    )
+    gw = RunningGateway(tmp_path, iris_pair)
+    try:
+        with httpx.Client(base_url=gw.url) as client:
+            models = Counter(client.get("/ab/predict/test").json()["model"] for _ in range(2000))
+            assert within_bounds(models["iris-svc"], 2000, 0.6), models
+            write_manifests(
+                tmp_path,
+                [
+                    ksvc("iris-a"),
+                    ksvc("iris-b"),
+                    virtual("ab", [{"route": [to("iris-a", 0), to("iris-b", 100)]}]),
+                ],
+            )
+            deadline = time.monotonic() + 10
+            while client.get("/ab/predict/test").json()["model"] != "iris-rf" or any(
+                client.get("/ab/predict/test").json()["model"] != "iris-rf" for _ in range(20)
+            ):
+                assert time.monotonic() < deadline, "the new weights never applied"
+    finally:
+        gw.stop()
