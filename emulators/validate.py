@@ -368,7 +368,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shared-dir", type=Path, help="holds schemas/ (default: SHARED_DIR)")
     args = parser.parse_args(argv)
     shared = args.shared_dir or ValidateSettings().shared_dir
-    index = SchemaIndex(shared / "schemas")
+    try:
+        index = SchemaIndex(shared / "schemas")
+    except FileNotFoundError as e:
+        parser.error(str(e))
     folders = args.folders or default_folders()
     resources = [r for folder in folders for r in load_kustomization(folder)]
     problems = validate(resources, index)
