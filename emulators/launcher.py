@@ -13,6 +13,7 @@ cleanly on Ctrl-C or SIGTERM.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
@@ -111,10 +112,14 @@ class Revision:
             ) as process:
                 self._process = process
                 threading.Thread(target=self._probe, args=(process, started), daemon=True).start()
-                assert process.stdout is not None
-                for line in process.stdout:
-                    emit(f"{self.spec.name:>16} | {line.rstrip()}")
+                reader = threading.Thread(target=self._pump, args=(process,), daemon=True)
+                reader.start()
                 code = process.wait()
+                # A container's processes die with it: workers orphaned by a killed server
+                # would keep the port and the log pipe.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                reader.join()
             if self._stopping.is_set():
                 return
             self.restarts += 1
@@ -126,6 +131,11 @@ class Revision:
             if self._stopping.wait(delay):
                 return
             delay = min(delay * 2, self._backoff[1])
+
+    def _pump(self, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            emit(f"{self.spec.name:>16} | {line.rstrip()}")
 
     def _probe(self, process: subprocess.Popen[str], started: float) -> None:
         url = self.url + self.spec.readiness_path

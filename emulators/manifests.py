@@ -15,6 +15,11 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 KNATIVE_SERVICE = ("serving.knative.dev/v1", "Service")
+# Kinds kustomize leaves without a namespace.
+CLUSTER_SCOPED = {
+    "Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
+    "PersistentVolume", "StorageClass", "PriorityClass", "IngressClass", "Node",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -30,7 +35,8 @@ class Resource:
 
     @property
     def name(self) -> str:
-        return str(self.doc.get("metadata", {}).get("name", ""))
+        metadata = self.doc.get("metadata")
+        return str(metadata.get("name", "")) if isinstance(metadata, dict) else ""
 
 
 def load_kustomization(folder: Path) -> list[Resource]:
@@ -48,7 +54,7 @@ def load_kustomization(folder: Path) -> list[Resource]:
                 resources.append(Resource(doc, path))
     if namespace:
         for resource in resources:
-            if resource.key != ("v1", "Namespace"):
+            if resource.doc.get("kind") not in CLUSTER_SCOPED:
                 resource.doc.setdefault("metadata", {})["namespace"] = namespace
     return resources
 

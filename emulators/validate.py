@@ -47,16 +47,19 @@ from emulators.knative_rules import (
     json_path,
     semantic_findings,
 )
-from emulators.manifests import KNATIVE_SERVICE, REPO_ROOT, Resource, load_kustomization
+from emulators.manifests import (
+    CLUSTER_SCOPED,
+    KNATIVE_SERVICE,
+    REPO_ROOT,
+    Resource,
+    load_kustomization,
+)
 
 Key = tuple[str, str]  # (apiVersion, kind)
 NAMESPACE: Key = ("v1", "Namespace")
 KSVC: Key = KNATIVE_SERVICE
 PRESERVE = "x-kubernetes-preserve-unknown-fields"
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-# Built-in kinds that are not namespaced (CRDs carry their scope in the schema files).
-CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
-CLUSTER_SCOPED |= {"PersistentVolume", "StorageClass", "PriorityClass", "IngressClass", "Node"}
 # How names are checked, by (group, kind); any other kind's name is a DNS-1123 subdomain.
 NAME_RULES: dict[tuple[str, str], tuple[Callable[[str], bool], str]] = {
     ("", "Service"): (dns1035_label, "DNS-1035 label (a-z, 0-9, -; <= 63)"),

@@ -26,7 +26,8 @@ class ModelSlot(Generic[T]):
         self._loader = loader
         self._value: T | None = None
         self._error: str | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held while loading
+        self._start_lock = threading.Lock()  # never held long: readiness probes take it
         self._thread: threading.Thread | None = None
 
     @property
@@ -52,7 +53,7 @@ class ModelSlot(Generic[T]):
 
     def start(self) -> None:
         """Load in the background (once); callers see 503 from ``get`` until it is done."""
-        with self._lock:
+        with self._start_lock:
             if self._thread is None and self._value is None:
                 self._thread = threading.Thread(target=self._load_quietly, daemon=True)
                 self._thread.start()

@@ -143,6 +143,7 @@ class PredictService:
         return json_response({"live": True}, rid)
 
     def v2_ready(self, request: Request, rid: str) -> Response:
+        self.slot.start()  # under a dev server, the first probe starts loading in the background
         return json_response({"ready": self.slot.ready}, rid, 200 if self.slot.ready else 503)
 
     def v2_model(self, request: Request, rid: str) -> Response:

@@ -203,9 +203,10 @@ def test_faults_from_a_virtual_service(gateway_to_echo: tuple[RunningGateway, Pa
         },
     ]
     write_manifests(folder, [ksvc("other"), virtual("faulty", http)])
-    reloaded = lambda: (
-        "faulty" in {s["name"] for s in httpx.get(f"{gw.url}/_routes").json()["services"]}
-    )  # noqa: E731
+
+    def reloaded() -> bool:
+        return "faulty" in {s["name"] for s in httpx.get(f"{gw.url}/_routes").json()["services"]}
+
     deadline = time.monotonic() + 10
     while not reloaded():
         assert time.monotonic() < deadline, "the gateway did not re-read the manifests"
