@@ -6,7 +6,8 @@ traffic split, tags, VirtualService rules, fault delay/abort and timeouts. Enfor
 ``containerConcurrency`` as Knative's queue-proxy does (in-flight up to the limit, a queue of
 ten times it, then 503) and ``timeoutSeconds`` (504). Passes ``X-Request-Id`` (making one
 when none came, as Envoy does) and ``traceparent`` through, re-reads the manifests when they
-change without dropping requests, and lists its routes at ``GET /_routes``.
+change (``reload``, driven by ``manifests.watch``) without dropping requests, and lists its
+routes at ``GET /_routes``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -76,18 +76,18 @@ class Gateway:
     def __init__(
         self,
         build_table: Callable[[], RouteTable],
-        watch: list[Path],
         public_url: str,
         broker_url: str | None = None,
-        poll_seconds: float = 0.5,
     ) -> None:
         self._build_table = build_table
         self.table = build_table()
-        self._watch, self._poll = watch, poll_seconds
-        self._stamp = self._mtimes()
         self.public_url, self.broker_url = public_url.rstrip("/"), broker_url
         self._breakers: dict[str, Breaker] = {}
         self._session: aiohttp.ClientSession | None = None
+
+    def reload(self) -> None:
+        """Swap in routes from the manifests as they are now; requests in flight keep theirs."""
+        self.table = self._build_table()
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=256 * 1024 * 1024)  # the functions set their limits
@@ -99,9 +99,7 @@ class Gateway:
     async def _lifecycle(self, app: web.Application) -> Any:
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
         self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
-        watcher = asyncio.create_task(self._watch_manifests())
         yield
-        watcher.cancel()
         await self._session.close()
 
     # -- forwarding ---------------------------------------------------------------------
@@ -113,9 +111,9 @@ class Gateway:
             decision = self.table.decide(request.host, request.path, headers)
             return await self._send(request, decision, rid)
         except NoRoute as e:
-            return _problem(NotFound(str(e)), rid)
+            return problem(NotFound(str(e)), rid)
         except FunctionError as e:
-            return _problem(e, rid)
+            return problem(e, rid)
 
     async def _send(self, request: web.Request, decision: Decision, rid: str) -> web.StreamResponse:
         target = decision.target
@@ -204,26 +202,8 @@ class Gateway:
             services.append(entry)
         return {"services": services, "broker": {"url": self.broker_url}}
 
-    def _mtimes(self) -> dict[Path, float]:
-        files = [p for folder in self._watch for p in folder.rglob("*.yaml")]
-        return {p: p.stat().st_mtime for p in files if p.is_file()}
 
-    async def _watch_manifests(self) -> None:
-        """Poll the manifests; a change swaps in a new table (requests in flight keep theirs)."""
-        while True:
-            await asyncio.sleep(self._poll)
-            stamp = self._mtimes()
-            if stamp == self._stamp:
-                continue
-            self._stamp = stamp
-            try:
-                self.table = self._build_table()
-                logger.info("manifests changed: routes reloaded")
-            except Exception as e:  # a half-saved file must not take the gateway down
-                logger.warning("manifests changed but do not load (%s); keeping the old routes", e)
-
-
-def _problem(error: FunctionError, rid: str) -> web.Response:
+def problem(error: FunctionError, rid: str) -> web.Response:
     return web.Response(
         status=error.status,
         body=orjson.dumps(problem_body(error, rid)),

@@ -162,11 +162,18 @@ class Launcher:
         first_port: int = 0,
         host: str = "127.0.0.1",
         backoff: tuple[float, float] = (1.0, 30.0),
+        sinks: Mapping[str, str] | None = None,
     ) -> None:
+        """``sinks`` maps Service names to the ``K_SINK`` their SinkBindings give them."""
+        sinks = sinks or {}
         specs = knative_services(load_kustomization(knative_dir))
         self.revisions = {
             spec.name: Revision(
-                spec, first_port + i if first_port else free_port(host), env, host, backoff
+                spec,
+                first_port + i if first_port else free_port(host),
+                {**env, **({"K_SINK": sinks[spec.name]} if spec.name in sinks else {})},
+                host,
+                backoff,
             )
             for i, spec in enumerate(specs)
         }

@@ -7,11 +7,17 @@ The emulators and the manifest tests share this reader, so what runs locally is 
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from aiohttp import web
+
+logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 KNATIVE_SERVICE = ("serving.knative.dev/v1", "Service")
@@ -95,3 +101,41 @@ def knative_services(resources: list[Resource]) -> list[ServiceSpec]:
             )
         )
     return specs
+
+
+def _mtimes(folders: Sequence[Path]) -> dict[Path, float]:
+    files = [p for folder in folders if folder.is_dir() for p in folder.rglob("*.yaml")]
+    return {p: p.stat().st_mtime for p in files if p.is_file()}
+
+
+def watch(
+    folders: Sequence[Path], on_change: Sequence[Callable[[], None]], poll: float = 0.5
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """An aiohttp cleanup context that polls the manifests and calls ``on_change`` on edits,
+    as ``kubectl apply`` would change a cluster; a file that does not load keeps the old state."""
+
+    async def loop() -> None:
+        stamp = _mtimes(folders)
+        while True:
+            await asyncio.sleep(poll)
+            if (now := _mtimes(folders)) == stamp:
+                continue
+            stamp = now
+            for callback in on_change:
+                try:
+                    callback()
+                    logger.info(
+                        "manifests changed: %s reloaded",
+                        getattr(callback, "__qualname__", callback),
+                    )
+                except Exception as e:  # a half-saved file must not take the platform down
+                    logger.warning(
+                        "manifests changed but do not load (%s); keeping the old state", e
+                    )
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(loop())
+        yield
+        task.cancel()
+
+    return context

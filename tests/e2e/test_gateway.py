@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -16,53 +14,30 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from aiohttp import web
 
 from emulators.gateway import Gateway
 from emulators.launcher import Launcher
-from emulators.manifests import REPO_ROOT, load_kustomization
+from emulators.manifests import REPO_ROOT, load_kustomization, watch
 from emulators.routing import RouteTable
-from tests.helpers import free_port, server
+from tests.helpers import AppThread, free_port, server
 from tests.unit.emulators.test_routing import within_bounds
 
 pytestmark = pytest.mark.e2e
 GATEWAY_HOST = "knative-local-gateway.istio-system.svc.cluster.local"
 
 
-class RunningGateway:
-    """The gateway on a free port in a thread of its own; ``stop()`` tears it down."""
+class RunningGateway(AppThread):
+    """The gateway over ``folder``'s manifests, on a free port in a thread of its own."""
 
     def __init__(self, folder: Path, upstreams: dict[str, str], seed: int = 1) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         rng = random.Random(seed)
         self.gateway = Gateway(
-            lambda: RouteTable.build(load_kustomization(folder), upstreams, rng),
-            [folder],
-            self.url,
-            poll_seconds=0.1,
+            lambda: RouteTable.build(load_kustomization(folder), upstreams, rng), "http://127.0.0.1"
         )
-        self._loop = asyncio.new_event_loop()
-        self._runner = web.AppRunner(self.gateway.app(), access_log=None)
-        started = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(self._loop)
-            self._loop.run_until_complete(self._runner.setup())
-            site = web.TCPSite(self._runner, "127.0.0.1", self.port)
-            self._loop.run_until_complete(site.start())
-            started.set()
-            self._loop.run_forever()
-
-        self._thread = threading.Thread(target=run, daemon=True)
-        self._thread.start()
-        assert started.wait(10)
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
+        app = self.gateway.app()
+        app.cleanup_ctx.append(watch([folder], [self.gateway.reload], poll=0.1))
+        super().__init__(app)
+        self.gateway.public_url = self.url
 
 
 def write_manifests(folder: Path, docs: list[dict[str, object]]) -> None:

@@ -1,0 +1,74 @@
+"""CloudEvents, in one place: the only module that imports the ``cloudevents`` SDK.
+
+functions-framework pins the SDK's 1.x API, so a move to 2.x touches this file alone. Event
+types are ``<PREFIX>.<noun>.<verb-past>.v1`` constants defined here once; extension
+attributes are lower-case alphanumerics of at most 20 characters (``jobid``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from cloudevents.conversion import to_binary as _to_binary
+from cloudevents.exceptions import GenericException
+from cloudevents.http import CloudEvent, from_http
+
+from functions.core.errors import BadRequest
+
+PREFIX = "dev.mlserving"
+JOB_ID = "jobid"  # extension attribute carrying the request's job_id through every hop
+
+__all__ = [
+    "JOB_ID",
+    "PREFIX",
+    "CloudEvent",
+    "attributes",
+    "copy",
+    "is_event",
+    "make",
+    "parse",
+    "to_binary",
+]
+
+
+def parse(headers: Mapping[str, str], body: bytes) -> CloudEvent:
+    """A CloudEvent from an HTTP message in binary or structured mode; 400 if it is not one."""
+    try:
+        return from_http(dict(headers), body)
+    except GenericException as e:
+        raise BadRequest(f"not a valid CloudEvent: {e}") from e
+
+
+def is_event(headers: Mapping[str, str]) -> bool:
+    """Whether an HTTP message carries a CloudEvent (binary ``ce-*`` or structured mode)."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    return "ce-specversion" in lowered or lowered.get("content-type", "").startswith(
+        "application/cloudevents"
+    )
+
+
+def make(
+    type: str, source: str, data: Any, *, id: str | None = None, **extensions: str
+) -> CloudEvent:
+    attrs = {"type": type, "source": source, "id": id or str(uuid.uuid4()), **extensions}
+    if not isinstance(data, bytes | None):
+        attrs["datacontenttype"] = "application/json"
+    return CloudEvent(attrs, data)
+
+
+def copy(event: CloudEvent) -> CloudEvent:
+    return CloudEvent(attributes(event), event.data)
+
+
+def attributes(event: CloudEvent) -> dict[str, Any]:
+    return dict(event.get_attributes())
+
+
+def to_binary(event: CloudEvent) -> tuple[dict[str, str], bytes]:
+    """Binary-mode headers (all strings) and body, ready for an HTTP request or response."""
+    headers, body = _to_binary(event)
+    return {k: str(v) for k, v in headers.items()}, body if isinstance(body, bytes) else str(
+        body
+    ).encode()

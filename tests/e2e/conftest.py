@@ -1,0 +1,31 @@
+"""The whole local platform (`make dev`) as real processes on loopback, once per session."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.helpers import free_port, server, wait_for
+
+SERVICES = ("iris", "imagenet", "imagenet-tflite", "plant")
+
+
+@pytest.fixture(scope="session")
+def platform() -> Iterator[str]:
+    """`python -m emulators.dev` on a free port; yields the gateway URL once every Service is ready."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "emulators.dev", f"--port={port}", "--seed=1"]
+    with server(command, {}, f"{url}/_routes"):
+        for name in SERVICES:
+            wait_for(
+                lambda name=name: (
+                    True if httpx.get(f"{url}/{name}/health").status_code == 200 else None
+                ),
+                120,
+                f"{name} behind the gateway",
+            )
+        yield url

@@ -1,0 +1,231 @@
+"""The local broker over real HTTP: real subscriber processes, manifests in tmp_path."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from emulators.broker import Broker, Topology
+from emulators.manifests import REPO_ROOT, load_kustomization
+from functions.core import events
+from tests.helpers import AppThread, free_port, server
+
+pytestmark = pytest.mark.e2e
+TYPE = "dev.mlserving.test.sent.v1"
+
+
+@pytest.fixture(scope="module")
+def sink() -> Iterator[str]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, str(REPO_ROOT / "tests" / "event_sink.py"), str(port)]
+    with server(command, {}, f"{url}/ready"):
+        yield url
+
+
+def attempts(sink: str, path: str) -> list[dict[str, Any]]:
+    return [a for a in httpx.get(f"{sink}/_events").json() if a["path"] == path]
+
+
+def trigger(name: str, subscriber: str, type_: str = TYPE, **delivery: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "broker": "default",
+        "filter": {"attributes": {"type": type_}},
+        "subscriber": {"uri": subscriber},
+    }
+    if delivery:
+        spec["delivery"] = delivery
+    return {
+        "apiVersion": "eventing.knative.dev/v1",
+        "kind": "Trigger",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+class RunningBroker(AppThread):
+    def __init__(self, folder: Path, docs: list[dict[str, Any]], ttl: int = 255) -> None:
+        broker_doc = {
+            "apiVersion": "eventing.knative.dev/v1",
+            "kind": "Broker",
+            "metadata": {"name": "default"},
+            "spec": {
+                "delivery": {"retry": 2, "backoffPolicy": "exponential", "backoffDelay": "PT0.2S"}
+            },
+        }
+        names = []
+        for doc in [broker_doc, *docs]:
+            name = f"{doc['kind']}-{doc['metadata']['name']}.yaml".lower()
+            (folder / name).write_text(yaml.safe_dump(doc))
+            names.append(name)
+        (folder / "kustomization.yaml").write_text(
+            yaml.safe_dump({"namespace": "ns", "resources": names})
+        )
+        # Knative Destination: an absolute uri here (refs are resolved by emulators.dev).
+        self.broker = Broker(
+            lambda: Topology.build(load_kustomization(folder), lambda d: str(d["uri"])),
+            time_scale=0.05,
+            ttl=ttl,
+        )
+        super().__init__(self.broker.app())
+        self.ingress = f"{self.url}/ns/default"
+
+    def send(self, type_: str = TYPE, data: Any = None, **extensions: str) -> str:
+        event = events.make(type_, "/tests", data if data is not None else {"n": 1}, **extensions)
+        headers, body = events.to_binary(event)
+        response = httpx.post(self.ingress, headers=headers, content=body)
+        assert response.status_code == 202, response.text
+        return str(event["id"])
+
+    def stats(self) -> dict[str, int]:
+        return dict(httpx.get(f"{self.url}/_stats").json())
+
+
+def settle(check: Callable[[], bool], seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "the broker did not settle"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def broker_for(tmp_path: Path) -> Iterator[Callable[..., RunningBroker]]:
+    running: list[RunningBroker] = []
+
+    def start(docs: list[dict[str, Any]], **kwargs: Any) -> RunningBroker:
+        running.append(RunningBroker(tmp_path, docs, **kwargs))
+        return running[-1]
+
+    yield start
+    for broker in running:
+        broker.stop()
+
+
+def test_a_subscriber_failing_twice_then_succeeding_gets_the_event_once(
+    broker_for: Callable[..., RunningBroker], sink: str
+) -> None:
+    broker = broker_for([trigger("flaky", f"{sink}/flaky?fail=2")])
+    event_id = broker.send(jobid="job-1")
+    settle(lambda: broker.stats().get("delivered") == 1)
+    seen = [a for a in attempts(sink, "/flaky") if a["headers"]["ce-id"] == event_id]
+    assert [a["failed"] for a in seen] == [True, True, False]
+    assert seen[-1]["headers"]["ce-jobid"] == "job-1"
+    assert seen[-1]["headers"]["x-request-id"] == "job-1"
+    assert broker.stats()["retries"] == 2
+
+
+def test_after_the_last_retry_the_event_goes_to_the_dead_letter_sink(
+    broker_for: Callable[..., RunningBroker], sink: str
+) -> None:
+    dls = {"deadLetterSink": {"uri": f"{sink}/dls"}, "retry": 1, "backoffDelay": "PT0.1S"}
+    broker = broker_for([trigger("broken", f"{sink}/broken?fail=99", **dls)])
+    event_id = broker.send()
+    settle(lambda: broker.stats().get("dead_lettered") == 1)
+    assert len([a for a in attempts(sink, "/broken") if a["headers"]["ce-id"] == event_id]) == 2
+    (dead,) = [a for a in attempts(sink, "/dls") if a["headers"]["ce-id"] == event_id]
+    assert dead["headers"]["ce-knativeerrorcode"] == "503"
+    assert dead["headers"]["ce-knativeerrordest"] == f"{sink}/broken?fail=99"
+
+
+def test_a_plain_ok_body_counts_as_a_failed_delivery(
+    broker_for: Callable[..., RunningBroker], sink: str
+) -> None:
+    dls = {"deadLetterSink": {"uri": f"{sink}/dls-ok"}, "retry": 1, "backoffDelay": "PT0.1S"}
+    broker = broker_for([trigger("ok-body", f"{sink}/ok-body?ok=1", **dls)])
+    event_id = broker.send()
+    settle(lambda: broker.stats().get("dead_lettered") == 1)
+    assert len([a for a in attempts(sink, "/ok-body") if a["headers"]["ce-id"] == event_id]) == 2
+    assert broker.stats().get("delivered", 0) == 0
+
+
+def test_a_permanent_failure_is_not_retried(
+    broker_for: Callable[..., RunningBroker], sink: str
+) -> None:
+    dls = {"deadLetterSink": {"uri": f"{sink}/dls-400"}, "retry": 3}
+    broker = broker_for([trigger("rejecting", f"{sink}/rejecting?fail=99&status=400", **dls)])
+    event_id = broker.send()
+    settle(lambda: broker.stats().get("dead_lettered") == 1)
+    assert len([a for a in attempts(sink, "/rejecting") if a["headers"]["ce-id"] == event_id]) == 1
+
+
+def test_replies_re_enter_the_broker(broker_for: Callable[..., RunningBroker], sink: str) -> None:
+    broker = broker_for(
+        [
+            trigger("asks", f"{sink}/asks?reply=dev.mlserving.test.answered.v1"),
+            trigger("answers", f"{sink}/answers", type_="dev.mlserving.test.answered.v1"),
+        ]
+    )
+    before = len(attempts(sink, "/answers"))
+    broker.send()
+    settle(lambda: len(attempts(sink, "/answers")) == before + 1)
+    (answer,) = attempts(sink, "/answers")[before:]
+    assert answer["headers"]["ce-type"] == "dev.mlserving.test.answered.v1"
+    assert answer["headers"]["ce-knativebrokerttl"] == "254"
+
+
+def test_a_reply_loop_is_cut_by_the_ttl(
+    broker_for: Callable[..., RunningBroker], sink: str
+) -> None:
+    loop_type = "dev.mlserving.test.looped.v1"
+    broker = broker_for([trigger("loop", f"{sink}/loop?reply={loop_type}", type_=loop_type)], ttl=5)
+    before = len(attempts(sink, "/loop"))
+    broker.send(loop_type)
+    settle(lambda: broker.stats().get("dropped_ttl") == 1)
+    assert len(attempts(sink, "/loop")) - before == 5
+
+
+def test_nothing_is_dropped_under_1000_events(
+    broker_for: Callable[..., RunningBroker], sink: str
+) -> None:
+    broker = broker_for([trigger("bulk", f"{sink}/bulk")])
+    with httpx.Client() as client:
+        sent = set()
+        for i in range(1000):
+            event = events.make(TYPE, "/tests", {"i": i})
+            headers, body = events.to_binary(event)
+            assert client.post(broker.ingress, headers=headers, content=body).status_code == 202
+            sent.add(event["id"])
+    settle(lambda: broker.stats().get("delivered", 0) >= 1000, 60)
+    received = {a["headers"]["ce-id"] for a in attempts(sink, "/bulk")}
+    assert sent <= received
+    assert broker.stats().get("lost", 0) == 0
+
+
+def test_structured_mode_is_accepted(broker_for: Callable[..., RunningBroker], sink: str) -> None:
+    broker = broker_for([trigger("structured", f"{sink}/structured")])
+    body = {"specversion": "1.0", "id": "s-1", "source": "/tests", "type": TYPE, "data": {"x": 1}}
+    response = httpx.post(
+        broker.ingress, json=body, headers={"Content-Type": "application/cloudevents+json"}
+    )
+    assert response.status_code == 202
+    settle(lambda: any(a["headers"]["ce-id"] == "s-1" for a in attempts(sink, "/structured")))
+
+
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [
+        ({"Content-Type": "application/json"}, b'{"no": "attributes"}'),
+        ({"ce-specversion": "1.0", "ce-type": TYPE}, b"{}"),  # no id, no source
+        ({"Content-Type": "application/cloudevents+json"}, b"{not json"),
+    ],
+)
+def test_bad_cloudevents_get_400(
+    broker_for: Callable[..., RunningBroker], headers: dict[str, str], body: bytes
+) -> None:
+    broker = broker_for([])
+    response = httpx.post(broker.ingress, headers=headers, content=body)
+    assert response.status_code == 400
+    assert response.headers["Content-Type"] == "application/problem+json"
+
+
+def test_unknown_broker_is_404(broker_for: Callable[..., RunningBroker]) -> None:
+    broker = broker_for([])
+    headers, body = events.to_binary(events.make(TYPE, "/tests", {}))
+    assert httpx.post(f"{broker.url}/ns/nope", headers=headers, content=body).status_code == 404
