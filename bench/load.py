@@ -27,7 +27,15 @@ def wrk(url: str, concurrency: int, seconds: float, body: Path | None = None) ->
         raise RuntimeError("wrk is not installed: `apt-get install wrk` (make bench does)")
     threads = max(1, min(2, concurrency // 8))
     out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{seconds}s", "-s", str(SCRIPT), url],
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{concurrency}",
+            f"-d{max(1, round(seconds))}s",
+            "-s",
+            str(SCRIPT),
+            url,
+        ],
         env={**os.environ, "BENCH_BODY": str(body or "")},
         capture_output=True,
         text=True,

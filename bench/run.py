@@ -102,6 +102,50 @@ def serve(case: Case, port: int, body_file: Path) -> Result:
     return result
 
 
+def through_gateway(workers: str, body_file: Path) -> list[Result]:
+    """iris behind the local gateway (`make dev`'s) beside the same process called directly,
+    interleaved (direct, gateway, direct, gateway) so machine drift shows in both."""
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="bench-knative-"))
+    shutil.copy(REPO / "knative" / "services" / "iris.yaml", folder / "iris.yaml")
+    (folder / "kustomization.yaml").write_text("namespace: bench\nresources:\n  - iris.yaml\n")
+    body_file.write_text(json.dumps({"data": IRIS_ROW}))
+    port = free_port()
+    gateway = f"http://127.0.0.1:{port}"
+    command = [
+        sys.executable,
+        "-m",
+        "emulators.dev",
+        f"--knative={folder}",
+        f"--eventing={folder / 'none'}",
+        f"--port={port}",
+    ]
+    floor = floor_ms("iris-svc", 1, min(SECONDS, 3))
+    direct, via = Result("iris direct (1 hop)", floor), Result("iris via gateway (2 hops)", floor)
+    with running(
+        command,
+        {"WORKERS": workers, "LOG_LEVEL": "WARNING"},
+        f"{gateway}/iris/v2/health/ready",
+        REPO,
+    ):
+        import httpx
+
+        upstream = httpx.get(f"{gateway}/_routes").json()["services"][0]["traffic"][0]["upstream"]
+        urls = {"direct": f"{upstream}/predict", "via": f"{gateway}/iris/predict"}
+        wrk(urls["via"], 4, 1, body_file)
+        runs: dict[str, list[Load]] = {"direct": [], "via": []}
+        for _ in range(2):
+            for key in ("direct", "via"):
+                runs[key].append(wrk(urls[key], 1, SECONDS / 2, body_file))
+        for key, result in (("direct", direct), ("via", via)):
+            result.c1 = min(runs[key], key=lambda load: load.p50_ms)
+            result.c16 = wrk(urls[key], 16, SECONDS, body_file)
+    shutil.rmtree(folder)
+    return [direct, via]
+
+
 def table(results: list[Result]) -> str:
     head = (
         f"{'case':<26}{'floor p50':>10}{'c1 p50':>9}{'c1 p99':>9}{'c1/floor':>9}"
@@ -133,7 +177,11 @@ def main() -> int:
     for i, case in enumerate(cases):
         print(f"measuring {case.name} ...", flush=True)
         results.append(serve(case, free_port(), out.with_suffix(f".body{i}.json")))
+    print("measuring iris through the local gateway ...", flush=True)
+    results.extend(through_gateway(WORKERS, out.with_suffix(".body-gw.json")))
     print(table(results))
+    gw_cost = results[-1].c1.p50_ms - results[-2].c1.p50_ms  # type: ignore[union-attr]
+    print(f"gateway hop at c1: +{gw_cost:.3f} ms p50")
     out.write_text(json.dumps([asdict(r) for r in results], indent=2))
     print(f"written to {out}")
     return 0

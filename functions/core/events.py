@@ -20,8 +20,18 @@ from functions.core.errors import BadRequest
 PREFIX = "dev.mlserving"
 JOB_ID = "jobid"  # extension attribute carrying the request's job_id through every hop
 
+# Every event type the functions emit or consume (a test checks Triggers name only these).
+INFERENCE_REQUESTED = f"{PREFIX}.inference.requested.v1"  # sync-async: slow model, please
+INFERENCE_COMPLETED = f"{PREFIX}.inference.completed.v1"  # sync-async worker's reply
+PREDICTION_LOGGED = f"{PREFIX}.prediction.logged.v1"  # prediction log: one per prediction
+EVENT_TYPES = (INFERENCE_REQUESTED, INFERENCE_COMPLETED, PREDICTION_LOGGED)
+
 __all__ = [
+    "EVENT_TYPES",
+    "INFERENCE_COMPLETED",
+    "INFERENCE_REQUESTED",
     "JOB_ID",
+    "PREDICTION_LOGGED",
     "PREFIX",
     "CloudEvent",
     "attributes",

@@ -8,9 +8,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from emulators.manifests import REPO_ROOT, knative_services, load_kustomization
 from tests.helpers import free_port, server, wait_for
 
-SERVICES = ("iris", "imagenet", "imagenet-tflite", "plant")
+# Every Knative Service the platform runs, read from the manifests: each answers /health.
+SERVICES = [s.name for s in knative_services(load_kustomization(REPO_ROOT / "knative"))]
 
 
 @pytest.fixture(scope="session")
