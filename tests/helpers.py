@@ -12,7 +12,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 from aiohttp import web
@@ -108,8 +109,8 @@ def server(
 class AppThread:
     """An aiohttp application served on a free loopback port from a thread of its own."""
 
-    def __init__(self, app: web.Application) -> None:
-        self.port = free_port()
+    def __init__(self, app: web.Application, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.loop = asyncio.new_event_loop()
         self._runner = web.AppRunner(app, access_log=None)
@@ -131,3 +132,44 @@ class AppThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
         self.loop.close()
+
+
+class LocalPlatform:
+    """What `make dev` runs (broker, one process per Service, gateway), assembled in-process
+    over the manifests in ``knative`` and ``eventing`` so a test can kill single processes."""
+
+    def __init__(self, knative: Path, eventing: Path, env: Mapping[str, str]) -> None:
+        from emulators.broker import Broker, Topology, local_resolver, sink_bindings
+        from emulators.gateway import Gateway
+        from emulators.launcher import Launcher
+        from emulators.manifests import load_kustomization
+        from emulators.routing import RouteTable
+
+        gateway_port, broker_port = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{gateway_port}"
+        resolve = local_resolver(self.url, f"http://127.0.0.1:{broker_port}")
+
+        def resources() -> list[Any]:
+            return load_kustomization(knative) + load_kustomization(eventing)
+
+        broker = Broker(lambda: Topology.build(resources(), resolve), time_scale=0.2)
+        self.broker = AppThread(broker.app(), port=broker_port)
+        self.launcher = Launcher(
+            knative,
+            {**os.environ, **env},
+            backoff=(0.2, 2.0),
+            sinks=sink_bindings(resources(), resolve),
+        )
+        self.launcher.start()
+        upstreams = {r.spec.revision: r.url for r in self.launcher.revisions.values()}
+        gateway = Gateway(lambda: RouteTable.build(resources(), upstreams), self.url)
+        self.gateway = AppThread(gateway.app(), port=gateway_port)
+        missing = self.launcher.wait_ready(120)
+        if missing:
+            self.stop()
+            raise AssertionError(f"not ready: {missing}")
+
+    def stop(self) -> None:
+        self.launcher.stop()
+        self.gateway.stop()
+        self.broker.stop()

@@ -91,13 +91,19 @@ def read_body(request: Request, max_bytes: int) -> bytes:
             f"send the body as application/json (got {content_type or 'no content type'!r})",
             headers={"Accept-Post": "application/json"},
         )
-    if request.content_length is not None and request.content_length > max_bytes:
-        raise PayloadTooLarge(f"body of {request.content_length} bytes exceeds {max_bytes}")
-    raw = request.stream.read(max_bytes + 1)
-    if len(raw) > max_bytes:  # chunked bodies carry no Content-Length
-        raise PayloadTooLarge(f"body exceeds {max_bytes} bytes")
+    raw = read_limited(request, max_bytes)
     if not raw.strip():
         raise BadRequest("the request body is empty; send a JSON object")
+    return raw
+
+
+def read_limited(request: Request, max_bytes: int) -> bytes:
+    """The request body, or 413 past ``max_bytes`` (chunked bodies carry no Content-Length)."""
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise PayloadTooLarge(f"body of {request.content_length} bytes exceeds {max_bytes}")
+    raw: bytes = request.stream.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise PayloadTooLarge(f"body exceeds {max_bytes} bytes")
     return raw
 
 
@@ -136,14 +142,15 @@ def framework_error(error: HTTPException) -> Response:
 class HttpApp:
     """Dispatch requests to ``owner``'s methods by a werkzeug ``Map``; errors become problems.
 
-    ``observe(endpoint, status, seconds)`` is called once per request (for metrics).
+    ``observe(request, rid, endpoint, response, seconds)`` is called once per request
+    (metrics, prediction logs); what it raises is logged, never answered.
     """
 
     def __init__(
         self,
         routes: Map,
         handlers: Mapping[str, Handler],
-        observe: Callable[[str, int, float], None] | None = None,
+        observe: Callable[[Request, str, str, Response, float], None] | None = None,
     ) -> None:
         self._routes = routes
         self._handlers = handlers
@@ -175,5 +182,8 @@ class HttpApp:
             logger.exception("unhandled error on %s", request.path, extra={"job_id": rid})
             response = problem_response(internal_error(), rid)
         if self._observe is not None:
-            self._observe(endpoint, response.status_code, time.perf_counter() - started)
+            try:
+                self._observe(request, rid, endpoint, response, time.perf_counter() - started)
+            except Exception:  # observing must never break an answer
+                logger.exception("observing %s failed", request.path, extra={"job_id": rid})
         return response

@@ -23,6 +23,7 @@ from functions.core.loading import ModelSlot
 from functions.core.logging import configure_logging
 from functions.core.settings import SettingsError, build_settings
 from functions.predict import logic, oip
+from functions.predict.recording import RAW_BODY, Recorder
 from functions.predict.schemas import ImageRequest
 from functions.predict.settings import PredictSettings
 
@@ -66,16 +67,25 @@ class PredictService:
         except ModelLoadError as e:
             raise SettingsError(f"MODEL_NAME={settings.model_name!r}: {e.detail}") from e
         self.slot = ModelSlot(settings.model_name, functools.partial(logic.load, settings))
+        self.recorder = Recorder(settings, self.card) if settings.k_sink else None
         self.app = HttpApp(ROUTES, self._handlers(), self._observe)
 
     def _handlers(self) -> dict[str, Any]:
         return {rule.endpoint: getattr(self, rule.endpoint) for rule in ROUTES.iter_rules()}
 
-    def _observe(self, endpoint: str, status: int, seconds: float) -> None:
-        metrics.observe_request(self.card.name, self.card.version, endpoint, status, seconds)
+    def _observe(
+        self, request: Request, rid: str, endpoint: str, response: Response, seconds: float
+    ) -> None:
+        metrics.observe_request(
+            self.card.name, self.card.version, endpoint, response.status_code, seconds
+        )
+        if self.recorder is not None:
+            self.recorder.record(request, rid, endpoint, response, seconds)
 
     def _body(self, request: Request) -> bytes:
-        return read_body(request, self.settings.max_body_bytes)
+        raw = read_body(request, self.settings.max_body_bytes)
+        request.environ[RAW_BODY] = raw  # for the prediction log
+        return raw
 
     # -- the seeds' endpoints ------------------------------------------------------------
 

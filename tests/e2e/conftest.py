@@ -16,12 +16,14 @@ SERVICES = [s.name for s in knative_services(load_kustomization(REPO_ROOT / "kna
 
 
 @pytest.fixture(scope="session")
-def platform() -> Iterator[str]:
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`python -m emulators.dev` on a free port; yields the gateway URL once every Service is ready."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "emulators.dev", f"--port={port}", "--seed=1"]
-    with server(command, {}, f"{url}/_routes"):
+    state = tmp_path_factory.mktemp("platform")  # stores and outboxes of this session only
+    env = {"LOG_DB": str(state / "log.sqlite3"), "OUTBOX_DIR": str(state / "outbox")}
+    with server(command, env, f"{url}/_routes"):
         for name in SERVICES:
             wait_for(
                 lambda name=name: (

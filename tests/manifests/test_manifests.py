@@ -39,6 +39,7 @@ from emulators.validate import (
 )
 from functions.core.settings import BaseFunctionSettings, build_settings
 from functions.predict.settings import PredictSettings
+from functions.prediction_log.settings import LogSettings
 
 FOLDERS = default_folders()
 RESOURCES = [resource for folder in FOLDERS for resource in load_kustomization(folder)]
@@ -49,6 +50,7 @@ VIRTUAL_SERVICE = ("networking.istio.io/v1", "VirtualService")
 # FUNCTION_SOURCE is not here fails test_source_has_a_settings_class: add the new function.
 SETTINGS_BY_SOURCE: dict[str, type[BaseFunctionSettings]] = {
     "functions/predict/main.py": PredictSettings,
+    "functions/prediction_log/main.py": LogSettings,
 }
 SERVER_ENV = {"FUNCTION_TARGET", "FUNCTION_SOURCE", "WORKERS", "THREADS", "HOST"}  # core.serve
 MODEL_ENV = ("MODEL_NAME", "OUTLIER_MODEL")  # each names a card models/<name>/model.toml

@@ -1,0 +1,122 @@
+"""Prediction log records: every prediction the predictor answers, as a ``prediction.logged``
+CloudEvent written to the outbox (off the critical path; see ``core.outbox``), plus one JSON
+log line with the job_id. Failed requests are recorded too, with their error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from flask import Request, Response
+
+from functions.core import client
+from functions.core.cards import ModelCard
+from functions.core.catalog import PredictionLogData
+from functions.core.events import JOB_ID, PREDICTION_LOGGED
+from functions.core.outbox import Outbox
+from functions.predict.settings import PredictSettings
+
+logger = logging.getLogger("predictions")
+
+LOGGED_ENDPOINTS = {
+    "predict", "predict_label", "predict_test", "predict_test_label", "v1_predict", "v2_infer",
+}  # fmt: skip
+RAW_BODY = "mlf.raw_body"  # where the adapter leaves the request body it read
+INLINE_INPUT_BYTES = 16 * 1024  # larger inputs are recorded by reference (sha256 and size)
+_ANSWER_KEYS = ("job_id", "model", "version", "is_outlier", "outlier_score")
+
+
+def structured_post(url: str) -> Any:
+    """Send one structured-mode CloudEvent (the outbox stores them so) to ``url``."""
+
+    def send(event: dict[str, object]) -> None:
+        response = client.pooled_client().post(
+            url,
+            content=orjson.dumps(event),
+            headers={
+                "Content-Type": "application/cloudevents+json",
+                "X-Request-Id": str(event[JOB_ID]),
+            },
+            timeout=5.0,
+        )
+        response.raise_for_status()
+
+    return send
+
+
+class Recorder:
+    def __init__(self, settings: PredictSettings, card: ModelCard) -> None:
+        assert settings.k_sink is not None
+        self.card, self.settings = card, settings
+        self.variant = settings.variant or settings.k_revision
+        self.outbox = Outbox(
+            settings.outbox_dir / settings.k_service,
+            structured_post(settings.k_sink),
+            settings.outbox_max_bytes,
+        )
+        self.outbox.start()
+
+    def record(
+        self, request: Request, rid: str, endpoint: str, response: Response, seconds: float
+    ) -> None:
+        if endpoint not in LOGGED_ENDPOINTS:
+            return
+        answer = (
+            orjson.loads(response.get_data())
+            if response.is_json or response.status_code >= 400
+            else {}
+        )
+        failed = response.status_code >= 400
+        data = PredictionLogData(
+            job_id=rid,
+            service=self.settings.k_service,
+            model=self.card.name,
+            version=self.card.version,
+            variant=self.variant,
+            endpoint=endpoint,
+            status=response.status_code,
+            latency_ms=round(seconds * 1000, 3),
+            input=_input(request),
+            output=None if failed else {k: v for k, v in answer.items() if k not in _ANSWER_KEYS},
+            is_outlier=answer.get("is_outlier"),
+            outlier_score=answer.get("outlier_score"),
+            error=answer.get("detail") if failed else None,
+        )
+        self.outbox.emit(
+            {
+                "specversion": "1.0",
+                "id": str(uuid.uuid4()),
+                "source": f"/functions/{self.settings.k_service}",
+                "type": PREDICTION_LOGGED,
+                "time": datetime.now(UTC).isoformat(),
+                JOB_ID: rid,
+                "datacontenttype": "application/json",
+                "data": data.model_dump(mode="json", exclude_none=True),
+            }
+        )
+        logger.info(
+            "prediction",
+            extra={
+                "job_id": rid,
+                "endpoint": endpoint,
+                "status": response.status_code,
+                "ms": data.latency_ms,
+            },
+        )
+
+
+def _input(request: Request) -> Any:
+    raw: bytes | None = request.environ.get(RAW_BODY)
+    if not raw:
+        return "sample" if request.method == "GET" else None
+    if len(raw) > INLINE_INPUT_BYTES:
+        return {"sha256": hashlib.sha256(raw).hexdigest(), "bytes": len(raw)}
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return {"sha256": hashlib.sha256(raw).hexdigest(), "bytes": len(raw)}

@@ -1,0 +1,102 @@
+"""Entry point of the prediction-log Service: HTTP adapters only.
+
+``POST /`` is the Trigger subscriber for ``prediction.logged`` events (an empty 202, or a
+4xx the broker will not retry); ``GET /logs`` queries the store; ``GET /health``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import functions_framework
+from flask import Request, Response
+from pydantic import ValidationError
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import Map, Rule
+
+from functions.core import events, metrics
+from functions.core.catalog import PredictionLogData
+from functions.core.errors import ValidationFailed
+from functions.core.http import (
+    HttpApp,
+    framework_error,
+    json_response,
+    read_limited,
+    validate_model,
+)
+from functions.core.logging import configure_logging
+from functions.core.settings import build_settings
+from functions.prediction_log.schemas import LogsQuery, LogsResponse
+from functions.prediction_log.settings import LogSettings
+from functions.prediction_log.store import Query, SqliteLogStore
+
+ROUTES = Map(
+    [
+        Rule("/", endpoint="on_prediction_logged", methods=["POST"]),
+        Rule("/logs", endpoint="logs", methods=["GET"]),
+        Rule("/health", endpoint="health", methods=["GET"]),
+    ]
+)
+
+
+class LogService:
+    def __init__(self, settings: LogSettings) -> None:
+        self.settings = settings
+        self.store = SqliteLogStore(settings.log_db)
+        handlers = {r.endpoint: getattr(self, r.endpoint) for r in ROUTES.iter_rules()}
+        self.app = HttpApp(ROUTES, handlers, self._observe)
+
+    def _observe(
+        self, request: Request, rid: str, endpoint: str, response: Response, seconds: float
+    ) -> None:
+        metrics.observe_request("prediction-log", "", endpoint, response.status_code, seconds)
+
+    def on_prediction_logged(self, request: Request, rid: str) -> Response:
+        event = events.parse(
+            dict(request.headers), read_limited(request, self.settings.max_body_bytes)
+        )
+        if event["type"] != events.PREDICTION_LOGGED:
+            raise ValidationFailed(
+                f"this subscriber takes {events.PREDICTION_LOGGED}, not {event['type']}"
+            )
+        try:
+            record = PredictionLogData.model_validate(event.data)
+        except ValidationError as e:
+            raise ValidationFailed(
+                f"event {event['id']}: data is not a prediction log: {e.error_count()} error(s)"
+            ) from e
+        self.store.add(
+            str(event["id"]), str(event["time"]), record.model_dump(mode="json", exclude_none=True)
+        )
+        return Response(status=202, headers={"X-Request-Id": rid})
+
+    def logs(self, request: Request, rid: str) -> Response:
+        params = validate_model(LogsQuery, request.args.to_dict())
+        query = Query(
+            **params.model_dump(exclude={"limit"}),
+            limit=min(params.limit, self.settings.query_limit),
+        )
+        return json_response(LogsResponse(job_id=rid, records=self.store.query(query)), rid)
+
+    def health(self, request: Request, rid: str) -> Response:
+        return json_response({"health": "ok"}, rid)
+
+
+@functools.cache
+def service() -> LogService:
+    settings = build_settings(LogSettings)
+    configure_logging(settings.log_level, function="prediction_log")
+    return LogService(settings)
+
+
+functions_framework.errorhandler(HTTPException)(framework_error)
+
+
+@functions_framework.http
+def prediction_log(request: Request) -> Response:
+    """Every path of the prediction-log Service; see ``ROUTES``."""
+    return service().app(request)
+
+
+def warm() -> None:
+    service()

@@ -1,0 +1,94 @@
+"""Contract of the prediction-log Service, in-process: a real app, real CloudEvents."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from flask.testing import FlaskClient
+
+from functions.core import events
+from functions.core.catalog import PredictionLogData
+from functions.core.settings import REPO_ROOT
+from tests.contract.test_predict_tabular import assert_problem
+
+SOURCE = str(REPO_ROOT / "functions" / "prediction_log" / "main.py")
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> Iterator[FlaskClient]:
+    import functions_framework
+
+    os.environ["LOG_DB"] = str(tmp_path / "log.sqlite3")
+    app = functions_framework.create_app("prediction_log", SOURCE)
+    sys.modules["main"].warm()
+    yield app.test_client()
+    sys.modules["main"].service().store.close()
+
+
+def data(job: str = "j1", **changes: Any) -> dict[str, Any]:
+    record = PredictionLogData(
+        job_id=job, service="iris", model="iris-svc", version="1", variant="iris-00001",
+        endpoint="predict", status=200, latency_ms=0.4, input={"data": [[1, 2, 3, 4]]},
+        output={"prediction": [0.7, 0.1, 0.2]}, is_outlier=True, outlier_score=-1.4,
+    )  # fmt: skip
+    return {**record.model_dump(mode="json", exclude_none=True), **changes}
+
+
+def post_binary(client: FlaskClient, event: events.CloudEvent) -> Any:
+    headers, body = events.to_binary(event)
+    return client.post("/", headers=headers, data=body)
+
+
+def test_binary_and_structured_events_are_stored_once(log: FlaskClient) -> None:
+    event = events.make(events.PREDICTION_LOGGED, "/functions/iris", data())
+    assert post_binary(log, event).status_code == 202
+    assert post_binary(log, event).status_code == 202  # a redelivery
+    structured = {
+        "specversion": "1.0", "id": "s-1", "source": "/functions/iris", "type": events.PREDICTION_LOGGED,
+        "time": "2026-11-23T10:00:00+00:00", "datacontenttype": "application/json", "data": data("j2"),
+    }  # fmt: skip
+    response = log.post(
+        "/", data=orjson.dumps(structured), content_type="application/cloudevents+json"
+    )
+    assert response.status_code == 202
+    assert response.get_data() == b""  # an empty 2xx: what a Knative broker counts as delivered
+    records = log.get("/logs").get_json()["records"]
+    assert [r["job_id"] for r in records] == ["j2", "j1"]  # ordered by time
+    assert records[1]["event_id"] == event["id"]
+
+
+def test_queries(log: FlaskClient) -> None:
+    post_binary(log, events.make(events.PREDICTION_LOGGED, "/functions/iris", data("a")))
+    post_binary(
+        log,
+        events.make(
+            events.PREDICTION_LOGGED, "/functions/iris", data("b", is_outlier=False, variant="rf")
+        ),
+    )
+    assert [r["job_id"] for r in log.get("/logs?outlier=true").get_json()["records"]] == ["a"]
+    assert [r["job_id"] for r in log.get("/logs?variant=rf").get_json()["records"]] == ["b"]
+    assert [r["job_id"] for r in log.get("/logs?job_id=b").get_json()["records"]] == ["b"]
+    assert log.get("/logs?since=2999-01-01T00:00:00").get_json()["records"] == []
+    assert len(log.get("/logs?limit=1").get_json()["records"]) == 1
+
+
+@pytest.mark.parametrize(
+    "query", ["limit=0", "limit=x", "since=yesterday", "outlier=maybe", "colour=red"]
+)
+def test_bad_queries_are_422(log: FlaskClient, query: str) -> None:
+    assert_problem(log.get(f"/logs?{query}"), 422)
+
+
+def test_bad_events_are_refused_without_asking_for_a_retry(log: FlaskClient) -> None:
+    assert_problem(log.post("/", json={"not": "an event"}), 400)
+    wrong_type = events.make("dev.mlserving.other.v1", "/x", data())
+    assert_problem(post_binary(log, wrong_type), 422)
+    bad_data = events.make(events.PREDICTION_LOGGED, "/x", {"job_id": "j"})
+    assert_problem(post_binary(log, bad_data), 422)
+    assert log.get("/logs").get_json()["records"] == []

@@ -1,0 +1,131 @@
+"""Prediction log end to end: real predictor, broker, log processes; kills included."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from functions.core.settings import REPO_ROOT
+from tests.helpers import LocalPlatform, wait_for
+
+pytestmark = pytest.mark.e2e
+SETOSA = {"data": [[5.1, 3.5, 1.4, 0.2]]}
+
+
+@pytest.fixture
+def platform(tmp_path: Path) -> Iterator[LocalPlatform]:
+    """iris + prediction-log + the Broker, Trigger and SinkBinding from the real manifests."""
+    knative, eventing = tmp_path / "knative", tmp_path / "eventing"
+    (knative / "services").mkdir(parents=True)
+    eventing.mkdir()
+    for name in ("iris", "prediction-log"):
+        shutil.copy(REPO_ROOT / "knative" / "services" / f"{name}.yaml", knative / "services")
+    services = ["services/iris.yaml", "services/prediction-log.yaml"]
+    (knative / "kustomization.yaml").write_text(
+        yaml.safe_dump({"namespace": "t", "resources": services})
+    )
+    for name in ("broker.yaml", "prediction-log.yaml"):
+        shutil.copy(REPO_ROOT / "eventing" / name, eventing)
+    resources = ["broker.yaml", "prediction-log.yaml"]
+    (eventing / "kustomization.yaml").write_text(
+        yaml.safe_dump({"namespace": "t", "resources": resources})
+    )
+    env = {"LOG_DB": str(tmp_path / "log.sqlite3"), "OUTBOX_DIR": str(tmp_path / "outbox")}
+    running = LocalPlatform(knative, eventing, env)
+    yield running
+    running.stop()
+
+
+def records(platform: LocalPlatform, **query: Any) -> list[dict[str, Any]]:
+    response = httpx.get(f"{platform.url}/prediction-log/logs", params={"limit": 10000, **query})
+    return list(response.json()["records"]) if response.status_code == 200 else []
+
+
+def until(check: Callable[[], bool], seconds: float = 60) -> None:
+    wait_for(lambda: True if check() else None, seconds, "the prediction log to settle")
+
+
+def predict(platform: LocalPlatform, n: int, prefix: str) -> list[str]:
+    answered = []
+    with httpx.Client(base_url=platform.url) as client:
+        for i in range(n):
+            rid = f"{prefix}-{i}"
+            response = client.post("/iris/predict", json=SETOSA, headers={"X-Request-Id": rid})
+            if response.status_code == 200:
+                answered.append(rid)
+    return answered
+
+
+def test_n_predictions_make_exactly_n_records(platform: LocalPlatform) -> None:
+    answered = predict(platform, 40, "n")
+    until(lambda: len(records(platform)) >= 40)
+    found = records(platform)
+    assert sorted(r["job_id"] for r in found) == sorted(answered)
+    assert {(r["model"], r["version"], r["variant"], r["service"]) for r in found} == {
+        ("iris-svc", "1", "iris-00001", "iris")
+    }
+    assert all(r["is_outlier"] is False and r["outlier_score"] > 0 for r in found)
+
+
+def test_failed_requests_and_outliers_are_recorded(platform: LocalPlatform) -> None:
+    with httpx.Client(base_url=platform.url) as client:
+        client.post("/iris/predict", json={"data": [[1, 2, 3]]}, headers={"X-Request-Id": "bad-1"})
+        client.post(
+            "/iris/predict", json={"data": [[1, 2, 3, 4]]}, headers={"X-Request-Id": "odd-1"}
+        )
+    until(lambda: len(records(platform)) == 2)
+    (bad,) = records(platform, job_id="bad-1")
+    assert bad["status"] == 422
+    assert "validation" in bad["error"]
+    (odd,) = records(platform, outlier="true")
+    assert odd["job_id"] == "odd-1"
+    assert odd["outlier_score"] < 0
+
+
+def test_the_sink_stopped_then_restarted_still_gets_exactly_n(platform: LocalPlatform) -> None:
+    sink = platform.launcher.revisions["prediction-log"]
+    first = predict(platform, 10, "before")
+    until(lambda: len(records(platform)) == 10)
+    pid = sink.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)  # the launcher restarts it after a backoff
+    during = predict(platform, 30, "during")
+    until(lambda: sink.pid != pid and sink.wait_ready(0) and len(records(platform)) >= 40, 90)
+    jobs = [r["job_id"] for r in records(platform)]
+    assert sorted(jobs) == sorted(first + during)  # none lost, none twice
+
+
+def test_a_killed_predictor_loses_no_answered_prediction(platform: LocalPlatform) -> None:
+    iris = platform.launcher.revisions["iris"]
+    answered: list[str] = []
+    with httpx.Client(base_url=platform.url) as client:
+        for i in range(200):
+            if i == 100:
+                assert iris.pid is not None
+                os.killpg(iris.pid, signal.SIGKILL)  # the container dies mid-stream
+            try:
+                response = client.post(
+                    "/iris/predict", json=SETOSA, headers={"X-Request-Id": f"k-{i}"}
+                )
+            except httpx.TransportError:
+                continue
+            if response.status_code == 200:
+                answered.append(f"k-{i}")
+    assert iris.wait_ready(60)
+    predict(platform, 1, "after")  # the new process adopts the old spool as it starts sending
+    until(
+        lambda: (
+            {f"k-{i}" for i in range(100)} <= {r["job_id"] for r in records(platform)}
+            and len(records(platform)) >= len(answered)
+        ),
+        90,
+    )
+    assert set(answered) <= {r["job_id"] for r in records(platform)}

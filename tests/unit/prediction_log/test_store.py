@@ -1,0 +1,59 @@
+"""The SQLite log store: idempotent on the event id, and every query filter."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from functions.prediction_log.store import Query, SqliteLogStore
+
+
+def record(
+    job: str, model: str = "iris-svc", variant: str = "v1", outlier: Any = False
+) -> dict[str, Any]:
+    return {
+        "job_id": job, "service": "iris", "model": model, "version": "1", "variant": variant,
+        "endpoint": "predict", "status": 200, "latency_ms": 0.5, "is_outlier": outlier,
+    }  # fmt: skip
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SqliteLogStore:
+    s = SqliteLogStore(tmp_path / "log.sqlite3")
+    s.add("e1", "2026-01-01T10:00:00+00:00", record("j1"))
+    s.add(
+        "e2", "2026-01-01T11:00:00+00:00", record("j2", model="iris-rf", variant="rf", outlier=True)
+    )
+    s.add("e3", "2026-01-01T12:00:00+00:00", record("j3", outlier=[False, True]))
+    s.add("e4", "2026-01-01T13:00:00+00:00", record("j1", variant="rf"))
+    return s
+
+
+def ids(rows: list[dict[str, Any]]) -> list[str]:
+    return [r["event_id"] for r in rows]
+
+
+def test_a_redelivered_event_is_stored_once(store: SqliteLogStore) -> None:
+    assert store.add("e1", "2026-01-01T10:00:00+00:00", record("j1")) is False
+    assert len(store.query(Query(limit=100))) == 4
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        (Query(), ["e1", "e2", "e3", "e4"]),
+        (Query(job_id="j1"), ["e1", "e4"]),
+        (Query(model="iris-rf"), ["e2"]),
+        (Query(variant="rf"), ["e2", "e4"]),
+        (Query(outlier=True), ["e2", "e3"]),  # an N-row record is an outlier when any row is
+        (Query(outlier=False), ["e1", "e4"]),
+        (Query(since=datetime(2026, 1, 1, 11, tzinfo=UTC)), ["e2", "e3", "e4"]),
+        (Query(until=datetime(2026, 1, 1, 11, tzinfo=UTC)), ["e1"]),
+        (Query(limit=2), ["e1", "e2"]),
+    ],
+)
+def test_filters(store: SqliteLogStore, query: Query, expected: list[str]) -> None:
+    assert ids(store.query(query)) == expected
