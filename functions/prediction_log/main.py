@@ -28,7 +28,7 @@ from functions.core.logging import configure_logging
 from functions.core.settings import build_settings
 from functions.prediction_log.schemas import LogsQuery, LogsResponse
 from functions.prediction_log.settings import LogSettings
-from functions.prediction_log.store import Query, SqliteLogStore
+from functions.prediction_log.store import LogStore, PostgresLogStore, Query, SqliteLogStore
 
 ROUTES = Map(
     [
@@ -42,7 +42,11 @@ ROUTES = Map(
 class LogService:
     def __init__(self, settings: LogSettings) -> None:
         self.settings = settings
-        self.store = SqliteLogStore(settings.log_db)
+        self.store: LogStore = (
+            PostgresLogStore(settings.log_dsn.get_secret_value())
+            if settings.log_store == "postgres" and settings.log_dsn
+            else SqliteLogStore(settings.log_db)
+        )
         handlers = {r.endpoint: getattr(self, r.endpoint) for r in ROUTES.iter_rules()}
         self.app = HttpApp(ROUTES, handlers, self._observe)
 

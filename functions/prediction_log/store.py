@@ -1,6 +1,7 @@
 """The log store: records keyed by their CloudEvent id (so a redelivery stores nothing twice),
-queryable by time, job, model, variant and outlier flag. SQLite is the embedded default;
-WAL mode lets the query endpoint read while the subscriber writes.
+queryable by time, job, model, variant and outlier flag. SQLite is the embedded default
+(WAL mode lets the query endpoint read while the subscriber writes; one pod). PostgreSQL is
+the cluster backend: any number of log pods share it, and the same SQL answers the queries.
 """
 
 from __future__ import annotations
@@ -50,6 +51,25 @@ class LogStore(Protocol):
 
     def query(self, query: Query) -> list[dict[str, Any]]: ...
 
+    def close(self) -> None: ...
+
+
+def _row(event_id: str, time: str, record: dict[str, Any]) -> tuple[Any, ...]:
+    outlier = record.get("is_outlier")
+    return (
+        event_id,
+        time,
+        record["job_id"],
+        record["service"],
+        record["model"],
+        record["version"],
+        record["variant"],
+        record["status"],
+        # an N-row request is an outlier record when any row is one
+        None if outlier is None else int(any(outlier) if isinstance(outlier, list) else outlier),
+        orjson.dumps(record).decode(),
+    )
+
 
 class SqliteLogStore:
     def __init__(self, path: Path) -> None:
@@ -61,30 +81,15 @@ class SqliteLogStore:
         self._lock = threading.Lock()
 
     def add(self, event_id: str, time: str, record: dict[str, Any]) -> bool:
-        outlier = record.get("is_outlier")
         with self._lock:
             cursor = self._db.execute(
                 "INSERT OR IGNORE INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    event_id,
-                    time,
-                    record["job_id"],
-                    record["service"],
-                    record["model"],
-                    record["version"],
-                    record["variant"],
-                    record["status"],
-                    # an N-row request is an outlier record when any row is one
-                    None
-                    if outlier is None
-                    else int(any(outlier) if isinstance(outlier, list) else outlier),
-                    orjson.dumps(record).decode(),
-                ),
+                _row(event_id, time, record),
             )
         return cursor.rowcount == 1
 
     def query(self, query: Query) -> list[dict[str, Any]]:
-        clauses, params = _where(query)
+        clauses, params = _where(query, "?")
         sql = f"SELECT event_id, time, record FROM predictions {clauses} ORDER BY time, event_id LIMIT ?"
         with self._lock:
             rows = self._db.execute(sql, (*params, query.limit)).fetchall()
@@ -94,7 +99,40 @@ class SqliteLogStore:
         self._db.close()
 
 
-def _where(query: Query) -> tuple[str, list[Any]]:
+class PostgresLogStore:
+    """The cluster backend (``LOG_STORE=postgres``, ``LOG_DSN``): a pool of connections."""
+
+    def __init__(self, dsn: str) -> None:
+        from psycopg_pool import ConnectionPool
+
+        self._pool = ConnectionPool(
+            dsn, min_size=1, max_size=4, kwargs={"autocommit": True}, open=True
+        )
+        with self._pool.connection() as conn:
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                conn.execute(statement.replace("is_outlier INTEGER", "is_outlier SMALLINT"))
+
+    def add(self, event_id: str, time: str, record: dict[str, Any]) -> bool:
+        with self._pool.connection() as conn:
+            cursor = conn.execute(
+                "INSERT INTO predictions VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (event_id) DO NOTHING",
+                _row(event_id, time, record),
+            )
+            return cursor.rowcount == 1
+
+    def query(self, query: Query) -> list[dict[str, Any]]:
+        clauses, params = _where(query, "%s")
+        sql = f"SELECT event_id, time, record FROM predictions {clauses} ORDER BY time, event_id LIMIT %s"
+        with self._pool.connection() as conn:
+            rows = conn.execute(sql, (*params, query.limit)).fetchall()
+        return [{"event_id": e, "time": t, **orjson.loads(r)} for e, t, r in rows]
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def _where(query: Query, mark: str) -> tuple[str, list[Any]]:
     conditions: list[str] = []
     params: list[Any] = []
     for column, value in (
@@ -103,15 +141,15 @@ def _where(query: Query) -> tuple[str, list[Any]]:
         ("variant", query.variant),
     ):
         if value is not None:
-            conditions.append(f"{column} = ?")
+            conditions.append(f"{column} = {mark}")
             params.append(value)
     if query.outlier is not None:
-        conditions.append("is_outlier = ?")
+        conditions.append(f"is_outlier = {mark}")
         params.append(int(query.outlier))
     if query.since is not None:
-        conditions.append("time >= ?")
+        conditions.append(f"time >= {mark}")
         params.append(query.since.isoformat())
     if query.until is not None:
-        conditions.append("time < ?")
+        conditions.append(f"time < {mark}")
         params.append(query.until.isoformat())
     return ("WHERE " + " AND ".join(conditions)) if conditions else "", params

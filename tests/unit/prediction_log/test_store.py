@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
-from functions.prediction_log.store import Query, SqliteLogStore
+from functions.prediction_log.store import LogStore, PostgresLogStore, Query, SqliteLogStore
 
 
 def record(
@@ -20,23 +23,45 @@ def record(
     }  # fmt: skip
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> SqliteLogStore:
-    s = SqliteLogStore(tmp_path / "log.sqlite3")
+@pytest.fixture(scope="module")
+def postgres_dsn() -> Iterator[str]:
+    """A database of its own on the machine's PostgreSQL (127.0.0.1:5432, trust auth)."""
+    admin = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
+    try:
+        conn = psycopg.connect(admin, autocommit=True)
+    except psycopg.OperationalError as e:
+        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432: {e}")
+    name = f"mlf_test_{uuid.uuid4().hex[:12]}"
+    with conn:
+        conn.execute(f"CREATE DATABASE {name}")
+        yield f"host=127.0.0.1 port=5432 user=postgres dbname={name}"
+        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LogStore]:
+    if request.param == "sqlite":
+        s: LogStore = SqliteLogStore(tmp_path / "log.sqlite3")
+    else:
+        dsn = request.getfixturevalue("postgres_dsn")
+        s = PostgresLogStore(dsn)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("TRUNCATE predictions")
     s.add("e1", "2026-01-01T10:00:00+00:00", record("j1"))
     s.add(
         "e2", "2026-01-01T11:00:00+00:00", record("j2", model="iris-rf", variant="rf", outlier=True)
     )
     s.add("e3", "2026-01-01T12:00:00+00:00", record("j3", outlier=[False, True]))
     s.add("e4", "2026-01-01T13:00:00+00:00", record("j1", variant="rf"))
-    return s
+    yield s
+    s.close()
 
 
 def ids(rows: list[dict[str, Any]]) -> list[str]:
     return [r["event_id"] for r in rows]
 
 
-def test_a_redelivered_event_is_stored_once(store: SqliteLogStore) -> None:
+def test_a_redelivered_event_is_stored_once(store: LogStore) -> None:
     assert store.add("e1", "2026-01-01T10:00:00+00:00", record("j1")) is False
     assert len(store.query(Query(limit=100))) == 4
 
@@ -55,5 +80,5 @@ def test_a_redelivered_event_is_stored_once(store: SqliteLogStore) -> None:
         (Query(limit=2), ["e1", "e2"]),
     ],
 )
-def test_filters(store: SqliteLogStore, query: Query, expected: list[str]) -> None:
+def test_filters(store: LogStore, query: Query, expected: list[str]) -> None:
     assert ids(store.query(query)) == expected
