@@ -42,6 +42,7 @@ class Case:
     threads: int
     workers: str
     body: dict[str, object]
+    env: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -90,6 +91,7 @@ def serve(case: Case, port: int, body_file: Path) -> Result:
         "HOST": "127.0.0.1",
         "PORT": str(port),
         "LOG_LEVEL": "WARNING",
+        **dict(case.env),
     }
     body_file.write_text(json.dumps(case.body))
     url = f"http://127.0.0.1:{port}"
@@ -146,6 +148,47 @@ def through_gateway(workers: str, body_file: Path) -> list[Result]:
     return [direct, via]
 
 
+def logging_on_off(workers: str, body_file: Path) -> list[Result]:
+    """iris with prediction logging off, then on (outbox -> the real prediction-log Service,
+    whose SQLite store is on the same 2 cores), then off again to show drift."""
+    import tempfile
+
+    import httpx
+
+    state = Path(tempfile.mkdtemp(prefix="bench-log-"))
+    log_port = free_port()
+    log_url = f"http://127.0.0.1:{log_port}"
+    log_env = {
+        "FUNCTION_TARGET": "prediction_log",
+        "FUNCTION_SOURCE": "functions/prediction_log/main.py",
+        "LOG_DB": str(state / "log.sqlite3"),
+        "HOST": "127.0.0.1",
+        "PORT": str(log_port),
+        "LOG_LEVEL": "WARNING",
+    }
+    body = {"data": IRIS_ROW}
+    logging_on = (("K_SINK", log_url), ("OUTBOX_DIR", str(state / "outbox")), ("LOG_LEVEL", "INFO"))
+    with running(
+        [sys.executable, "-m", "functions.core.serve"], log_env, f"{log_url}/health", REPO
+    ):
+        results = [
+            serve(Case("iris logging off", "iris-svc", 1, workers, body), free_port(), body_file),
+            serve(
+                Case("iris logging on", "iris-svc", 1, workers, body, logging_on),
+                free_port(),
+                body_file,
+            ),
+            serve(
+                Case("iris logging off (again)", "iris-svc", 1, workers, body),
+                free_port(),
+                body_file,
+            ),
+        ]
+        stored = len(httpx.get(f"{log_url}/logs", params={"limit": 10}).json()["records"])
+    assert stored, "logging on stored nothing"
+    return results
+
+
 def table(results: list[Result]) -> str:
     head = (
         f"{'case':<26}{'floor p50':>10}{'c1 p50':>9}{'c1 p99':>9}{'c1/floor':>9}"
@@ -177,11 +220,16 @@ def main() -> int:
     for i, case in enumerate(cases):
         print(f"measuring {case.name} ...", flush=True)
         results.append(serve(case, free_port(), out.with_suffix(f".body{i}.json")))
+    print("measuring prediction logging off / on / off ...", flush=True)
+    logged = logging_on_off(WORKERS, out.with_suffix(".body-log.json"))
+    results.extend(logged)
     print("measuring iris through the local gateway ...", flush=True)
     results.extend(through_gateway(WORKERS, out.with_suffix(".body-gw.json")))
     print(table(results))
     gw_cost = results[-1].c1.p50_ms - results[-2].c1.p50_ms  # type: ignore[union-attr]
     print(f"gateway hop at c1: +{gw_cost:.3f} ms p50")
+    off = (logged[0].c16.rps + logged[2].c16.rps) / 2  # type: ignore[union-attr]
+    print(f"prediction logging on: {logged[1].c16.rps / off:.2f}x the rps of logging off at c16")  # type: ignore[union-attr]
     out.write_text(json.dumps([asdict(r) for r in results], indent=2))
     print(f"written to {out}")
     return 0

@@ -4,12 +4,17 @@ One pooled, keep-alive ``httpx.Client`` per process (per base settings), with a 
 every call, forwarding the request id (``X-Request-Id``, so one ``job_id`` ties every hop
 together) and W3C ``traceparent`` unchanged. Failures become domain errors: 504 on a
 timeout, 503 when the Service cannot be reached.
+
+Knative URLs (``http://<svc>.<ns>.svc.cluster.local``) are the same in every manifest; where
+no cluster DNS resolves them (the local platform), ``cluster_local_gateway`` names the
+ingress that routes by Host header, as ``knative-local-gateway`` does in a cluster: such calls
+are sent there with their original Host.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
@@ -20,13 +25,36 @@ from functions.core.http import REQUEST_ID_HEADER
 PROPAGATED = ("traceparent", "tracestate")
 
 
+CLUSTER_LOCAL_SUFFIXES = (".svc.cluster.local", ".svc")
+
+
 @functools.cache
-def pooled_client(max_connections: int = 64) -> httpx.Client:
-    """The process's client: connections are reused across requests (keep-alive)."""
+def pooled_client(
+    max_connections: int = 64, cluster_local_gateway: str | None = None
+) -> httpx.Client:
+    """The process's client: connections are reused across requests (keep-alive).
+
+    With ``cluster_local_gateway`` (the ``CLUSTER_LOCAL_GATEWAY`` setting, which the local
+    platform sets), calls to cluster-local hosts go to that gateway, Host header unchanged.
+    """
     limits = httpx.Limits(
         max_connections=max_connections, max_keepalive_connections=max_connections
     )
-    return httpx.Client(limits=limits, timeout=httpx.Timeout(10.0))
+    hooks = {"request": [_via_gateway(cluster_local_gateway)]} if cluster_local_gateway else {}
+    return httpx.Client(limits=limits, timeout=httpx.Timeout(10.0), event_hooks=hooks)
+
+
+def _via_gateway(gateway: str) -> Callable[[httpx.Request], None]:
+    target = httpx.URL(gateway)
+
+    def redirect(request: httpx.Request) -> None:
+        if request.url.host.endswith(CLUSTER_LOCAL_SUFFIXES):
+            # The Host header was set from the original URL and stays: the gateway routes by it.
+            request.url = request.url.copy_with(
+                scheme=target.scheme, host=target.host, port=target.port
+            )
+
+    return redirect
 
 
 def forwarded_headers(rid: str, incoming: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -1,28 +1,32 @@
 """A durable local outbox: events are appended to a spool file on the request path and sent
-to the sink by a background thread, so emission never slows or breaks a prediction.
+to the sink by a separate sender, so emission never slows or breaks a prediction.
 
-Each process appends JSON lines (one CloudEvent each, structured mode) to its own spool file,
-which it holds under an exclusive ``flock`` for as long as it lives. Appending is one
-``write(2)``: the bytes are in the kernel once it returns, so a process killed right after
-answering loses nothing. The sender reads complete lines past a checkpoint, posts each
-event, and advances the checkpoint only after the sink accepted it (at-least-once; the log
-sink is idempotent on the event id). While the sink is down, events wait on disk and are
-re-sent with backoff. A spool whose owner died (its lock is free) is adopted and drained by
-the next process that starts. Past ``max_bytes`` on disk new events are dropped, counted and
-logged. Counters: emitted, delivered, spooled (waiting now), dropped.
+Writers (every worker process) append JSON lines — one structured-mode CloudEvent each — to
+a spool file of their own, held under an exclusive ``flock`` while they live. Appending is
+one ``write(2)``: the bytes are in the kernel once it returns, so a worker killed right
+after answering loses nothing. One sender per outbox directory (it holds ``.sender.lock``;
+under ``core.serve`` it is a process of its own, so sending never competes with requests for
+the GIL; under a dev server it is a thread) reads complete lines past each spool's
+checkpoint, posts each event, and advances the checkpoint only once the sink accepted it
+(at-least-once; the log sink is idempotent on the event id). While the sink is down events
+wait on disk and are re-sent with backoff. A spool fully sent whose writer is gone (its lock
+is free: it rotated, exited or was killed) is removed. Past ``max_bytes`` on disk new events
+are dropped, counted and logged. Counters: emitted, delivered, dropped; gauge: spooled.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import http.client
 import logging
 import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlsplit
 
 import orjson
 from prometheus_client import Counter, Gauge
@@ -34,155 +38,196 @@ DELIVERED = Counter("mlf_events_delivered_total", "Events the sink accepted", ["
 DROPPED = Counter(
     "mlf_events_dropped_total", "Events dropped: outbox over its disk bound", ["type"]
 )
-SPOOLED = Gauge("mlf_events_spooled", "Events waiting in the outbox", multiprocess_mode="livesum")
-
-Send = Callable[[dict[str, object]], None]  # raises on failure; the event is retried later
-
-
-class Spool:
-    """One locked spool file and its checkpoint (the byte offset sent so far)."""
-
-    def __init__(self, path: Path, fd: int) -> None:
-        self.path, self.fd = path, fd
-        self.checkpoint = path.with_suffix(".offset")
-
-    @classmethod
-    def claim(cls, path: Path) -> Spool | None:
-        """Lock ``path`` (creating it); None if a live process holds it."""
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return None
-        return cls(path, fd)
-
-    def offset(self) -> int:
-        with contextlib.suppress(FileNotFoundError, ValueError):
-            return int(self.checkpoint.read_text())
-        return 0
-
-    def commit(self, offset: int) -> None:
-        tmp = self.checkpoint.with_suffix(".tmp")
-        tmp.write_text(str(offset))
-        tmp.replace(self.checkpoint)  # atomic: a crash leaves the old or the new offset
-
-    def pending(self) -> tuple[list[bytes], int]:
-        """Complete lines after the checkpoint, and the offset just past them."""
-        start = self.offset()
-        with self.path.open("rb") as f:
-            f.seek(start)
-            data = f.read(1 << 20)
-        end = data.rfind(b"\n") + 1  # a torn last line (killed mid-write) waits
-        return data[:end].splitlines(), start + end
-
-    def remove(self) -> None:
-        for path in (self.path, self.checkpoint):
-            path.unlink(missing_ok=True)
-        os.close(self.fd)
+SPOOLED = Gauge("mlf_events_spooled", "Events waiting in the outbox", multiprocess_mode="sum")
+ROTATE_BYTES = 8 << 20
 
 
-class Outbox:
-    def __init__(self, directory: Path, send: Send, max_bytes: int, poll: float = 0.2) -> None:
+class Send(Protocol):
+    def __call__(self, line: bytes) -> None:
+        """Deliver one structured-mode event (a JSON line); raise when the sink refused it."""
+
+
+def _lock(path: Path, *, create: bool) -> int | None:
+    """An fd holding an exclusive lock on ``path``, or None when someone alive holds it."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | (os.O_CREAT if create else 0), 0o600)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+class Writer:
+    """Appends events to this process's spool file (rotating it past ``ROTATE_BYTES``)."""
+
+    def __init__(self, directory: Path, max_bytes: int) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        self.directory, self._send, self.max_bytes, self._poll = directory, send, max_bytes, poll
-        own = Spool.claim(directory / f"spool-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl")
-        assert own is not None
-        self._own = own
+        self.directory, self.max_bytes = directory, max_bytes
         self._lock = threading.Lock()
-        self._size = sum(p.stat().st_size for p in directory.glob("spool-*.jsonl"))
-        self._waiting = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="outbox", daemon=True)
+        self._fd, self._written = self._open(), 0
+        self._total, self._checked = _spooled_bytes(directory), time.monotonic()
 
-    def start(self) -> None:
-        self._thread.start()
+    def _open(self) -> int:
+        path = self.directory / f"spool-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
+        fd = _lock(path, create=True)
+        assert fd is not None
+        return fd
 
     def emit(self, event: dict[str, object]) -> bool:
-        """Append one structured-mode CloudEvent; False (counted, logged) when over the bound."""
+        """Append one event; False (counted and logged) when the outbox is over its bound."""
         line = orjson.dumps(event) + b"\n"
         kind = str(event.get("type", ""))
         with self._lock:
-            if self._size + len(line) > self.max_bytes:
+            if time.monotonic() - self._checked > 1.0:  # the sender shrinks it: look again
+                self._total, self._checked = _spooled_bytes(self.directory), time.monotonic()
+            if self._total + len(line) > self.max_bytes:
                 DROPPED.labels(kind).inc()
                 logger.warning(
                     "outbox over %d bytes: event %s dropped", self.max_bytes, event.get("id")
                 )
                 return False
-            os.write(self._own.fd, line)
-            self._size += len(line)
-            self._waiting += 1
+            os.write(self._fd, line)
+            self._written += len(line)
+            self._total += len(line)
+            if self._written > ROTATE_BYTES:
+                os.close(self._fd)  # releases the lock: the sender removes it once sent
+                self._fd, self._written = self._open(), 0
         EMITTED.labels(kind).inc()
         SPOOLED.inc()
         return True
 
-    def flush(self, seconds: float) -> bool:
-        """Send what is spooled now (graceful shutdown); True when nothing is left."""
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if self._drain(self._own) and self._waiting == 0:
-                return True
-            time.sleep(self._poll)
-        return False
 
-    def stop(self, seconds: float = 5.0) -> None:
-        self._stop.set()
-        self.flush(seconds)
+class Sender:
+    """Drains every spool of a directory; only the holder of ``.sender.lock`` sends."""
 
-    def _run(self) -> None:
+    def __init__(self, directory: Path, send: Send, poll: float = 0.2) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory, self._send, self._poll = directory, send, poll
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        """Send until ``stop()``; wait while another live sender holds the directory."""
+        lock = None
+        while lock is None and not self._stop.is_set():
+            lock = _lock(self.directory / ".sender.lock", create=True)
+            if lock is None:
+                self._stop.wait(1.0)
         delay = self._poll
-        while not self._stop.wait(delay):
-            ok = all(self._drain(spool) for spool in self._spools())
-            delay = self._poll if ok else min(delay * 2, 10.0)  # sink down: back off
+        while not self._stop.is_set():
+            delay = self._poll if self.drain() else min(delay * 2, 10.0)  # sink down: back off
+            self._stop.wait(delay)
+        self.drain()  # graceful shutdown: what is spooled now goes out
+        if lock is not None:
+            os.close(lock)
 
-    def _spools(self) -> list[Spool]:
-        """Our own spool, then any a dead process left behind (adopted, drained, removed)."""
-        found = [self._own]
-        for path in sorted(self.directory.glob("spool-*.jsonl")):
-            if path != self._own.path and (orphan := Spool.claim(path)) is not None:
-                logger.info("adopting %s left by a process that died", path.name)
-                found.append(orphan)
-        return found
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self.run, name="outbox-sender", daemon=True)
+        thread.start()
+        return thread
 
-    def _drain(self, spool: Spool) -> bool:
-        """Send everything complete in ``spool``; False when the sink refused."""
+    def stop(self) -> None:
+        self._stop.set()
+
+    def drain(self) -> bool:
+        """Send everything complete in every spool; False when the sink refused something."""
+        return all(self._drain(path) for path in sorted(self.directory.glob("spool-*.jsonl")))
+
+    def _drain(self, path: Path) -> bool:
+        checkpoint = path.with_suffix(".offset")
+        offset = _read_offset(checkpoint)
         while True:
-            lines, end = spool.pending()
-            if not lines:
-                if spool is not self._own:
-                    with self._lock:
-                        self._size -= spool.path.stat().st_size
-                    spool.remove()
-                return True
-            sent = spool.offset()
-            for line in lines:
-                event = orjson.loads(line)
+            with path.open("rb") as f:
+                f.seek(offset)
+                data = f.read(1 << 20)
+            end = data.rfind(b"\n") + 1  # a torn last line (a writer killed mid-write) waits
+            if not end:
+                break
+            for line in data[:end].splitlines():
                 try:
-                    self._send(event)
+                    self._send(line)
                 except Exception as e:  # the sink is down or refused: keep it on disk
-                    logger.warning("sink refused event %s (%s); will retry", event.get("id"), e)
-                    spool.commit(sent)
+                    logger.warning("sink refused an event (%s); will retry", e)
+                    _write_offset(checkpoint, offset)
                     return False
-                sent += len(line) + 1
-                DELIVERED.labels(str(event.get("type", ""))).inc()
-                if spool is self._own:
-                    with self._lock:
-                        self._waiting -= 1
-                    SPOOLED.dec()
-            spool.commit(end)
-            if spool is self._own:
-                self._maybe_rotate(end)
+                offset += len(line) + 1
+                DELIVERED.labels(_event_type(line)).inc()
+                SPOOLED.dec()
+            _write_offset(checkpoint, offset)
+        if offset == path.stat().st_size and (fd := _lock(path, create=False)) is not None:
+            for done in (path, checkpoint):  # fully sent and its writer is gone
+                done.unlink(missing_ok=True)
+            os.close(fd)
+        return True
 
-    def _maybe_rotate(self, sent: int) -> None:
-        """Start a fresh spool once everything in a big one is sent, to bound the disk."""
-        if sent < 8 << 20 or sent != self._own.path.stat().st_size:
-            return
-        with self._lock:
-            if self._waiting:
-                return
-            old = self._own
-            self._own = Spool.claim(
-                self.directory / f"spool-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
-            )  # type: ignore[assignment]
-            self._size -= sent
-        old.remove()
+
+def http_sender(url: str, timeout: float = 5.0) -> Send:
+    """POST each event in structured mode over one keep-alive connection (stdlib http.client:
+    a fraction of the CPU a full-featured client spends per request)."""
+    parts = urlsplit(url)
+    target = parts.path or "/"
+    connection: list[http.client.HTTPConnection] = []
+
+    def send(line: bytes) -> None:
+        if not connection:
+            connection.append(
+                http.client.HTTPConnection(parts.hostname or "", parts.port or 80, timeout=timeout)
+            )
+        conn = connection[0]
+        try:
+            conn.request(
+                "POST", target, body=line, headers={"Content-Type": "application/cloudevents+json"}
+            )
+            response = conn.getresponse()
+            response.read()
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            connection.clear()
+            raise
+        if not 200 <= response.status < 300:
+            raise RuntimeError(f"{url} answered {response.status}")
+
+    return send
+
+
+def _event_type(line: bytes) -> str:
+    with contextlib.suppress(ValueError):
+        return str(orjson.loads(line).get("type", ""))
+    return ""
+
+
+def _read_offset(checkpoint: Path) -> int:
+    with contextlib.suppress(FileNotFoundError, ValueError):
+        return int(checkpoint.read_text())
+    return 0
+
+
+def _write_offset(checkpoint: Path, offset: int) -> None:
+    tmp = checkpoint.with_suffix(".tmp")
+    tmp.write_text(str(offset))
+    tmp.replace(checkpoint)  # atomic: a crash leaves the old or the new offset
+
+
+def _spooled_bytes(directory: Path) -> int:
+    total = 0
+    for path in directory.glob("spool-*.jsonl"):
+        with contextlib.suppress(FileNotFoundError):
+            total += path.stat().st_size - _read_offset(path.with_suffix(".offset"))
+    return total
+
+
+def main() -> None:
+    """The sender as a process of its own: ``python -m functions.core.outbox DIR URL``."""
+    import signal
+    import sys
+
+    sender = Sender(Path(sys.argv[1]), http_sender(sys.argv[2]))
+    signal.signal(signal.SIGTERM, lambda *_: sender.stop())
+    sender.run()
+
+
+if __name__ == "__main__":
+    main()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -22,6 +23,8 @@ from typing import Any
 
 from granian import Granian
 from granian.constants import Interfaces
+
+from functions.core.settings import BaseFunctionSettings, build_settings
 
 
 def app_factory() -> Any:
@@ -37,14 +40,29 @@ def app_factory() -> Any:
     return app
 
 
-def _metrics_dir(workers: int) -> None:
+def _metrics_dir(processes: int) -> None:
     """A fresh multiprocess directory (stale files would count dead workers' samples)."""
-    if workers < 2 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+    if processes < 2 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         return
     path = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="metrics-"))
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+
+
+def _outbox_sender(settings: BaseFunctionSettings) -> subprocess.Popen[bytes]:
+    """One process sends the outbox every worker writes, so sending never competes with
+    requests for a worker's GIL (see core.outbox)."""
+    assert settings.k_sink is not None
+    os.environ["OUTBOX_SENDER"] = "process"
+    command = [
+        sys.executable,
+        "-m",
+        "functions.core.outbox",
+        str(settings.outbox_path()),
+        settings.k_sink,
+    ]
+    return subprocess.Popen(command)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -60,7 +78,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--target and --source (or FUNCTION_TARGET and FUNCTION_SOURCE) are required")
     os.environ["FUNCTION_TARGET"] = args.target
     os.environ["FUNCTION_SOURCE"] = str(Path(args.source).resolve())
-    _metrics_dir(args.workers)
+    settings = build_settings(BaseFunctionSettings)
+    _metrics_dir(args.workers + (settings.k_sink is not None))
+    sender = _outbox_sender(settings) if settings.k_sink else None
     Granian(
         "functions.core.serve:app_factory",
         address=args.host,
@@ -75,6 +95,9 @@ def main(argv: list[str] | None = None) -> None:
         log_access=False,
         workers_kill_timeout=30,  # SIGTERM: let in-flight requests finish, then stop
     ).serve()
+    if sender is not None:  # after the workers: drain what they spooled, then stop
+        sender.terminate()
+        sender.wait(30)
 
 
 if __name__ == "__main__":

@@ -30,9 +30,22 @@ class BaseFunctionSettings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     k_service: str = Field("local", description="Knative Service name (set by Knative)")
     k_revision: str = Field("local", description="Knative Revision name (set by Knative)")
+    k_sink: str | None = Field(None, description="where events go (a SinkBinding sets it)")
+    outbox_dir: Path = Field(REPO_ROOT / "build" / "outbox", description="durable event spool")
+    outbox_max_bytes: int = Field(256 * 1024 * 1024, gt=0, description="spool bound on disk")
+    outbox_sender: Literal["thread", "process"] = Field(
+        "thread", description="who sends the outbox: a thread here, or core.serve's process"
+    )
+    cluster_local_gateway: str | None = Field(
+        None, description="where calls to *.svc.cluster.local go when no cluster DNS does"
+    )
     prometheus_multiproc_dir: Path | None = Field(
         None, description="shared metrics directory when several worker processes serve"
     )
+
+    def outbox_path(self) -> Path:
+        """This Service's outbox (its workers write it, one sender drains it)."""
+        return self.outbox_dir / self.k_service
 
 
 S = TypeVar("S", bound=BaseFunctionSettings)

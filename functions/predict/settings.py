@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pydantic import Field
 
-from functions.core.settings import REPO_ROOT, BaseFunctionSettings
+from functions.core.settings import BaseFunctionSettings
 
 
 class PredictSettings(BaseFunctionSettings):
@@ -15,9 +13,4 @@ class PredictSettings(BaseFunctionSettings):
     model_threads: int = Field(1, ge=1, le=64, description="intra-op threads of the runtime")
     max_batch_rows: int = Field(1024, ge=1, description="rows accepted in one request")
     top_k: int = Field(5, ge=1, le=100, description="labels listed by an image prediction")
-    k_sink: str | None = Field(None, description="where prediction logs go (a SinkBinding sets it)")
-    variant: str | None = Field(
-        None, description="variant recorded in the log (default K_REVISION)"
-    )
-    outbox_dir: Path = Field(REPO_ROOT / "build" / "outbox", description="durable event spool")
-    outbox_max_bytes: int = Field(256 * 1024 * 1024, gt=0, description="spool bound on disk")
+    variant: str | None = Field(None, description="variant in the log (default K_REVISION)")

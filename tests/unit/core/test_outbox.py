@@ -1,17 +1,18 @@
-"""The durable outbox, with a real spool directory and a fake sink (a ``Send`` that records or
-refuses, the way a sink that is up or down would)."""
+"""The durable outbox, with real spool files and a fake sink (a ``Send`` that records or
+refuses, as a sink that is up or down would)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 
-from functions.core.outbox import Outbox
+from functions.core.outbox import Sender, Writer
 from functions.core.settings import REPO_ROOT
 
 
@@ -20,68 +21,74 @@ class Sink:
         self.up = True
         self.received: list[dict[str, object]] = []
 
-    def __call__(self, event: dict[str, object]) -> None:
+    def __call__(self, line: bytes) -> None:
         if not self.up:
             raise ConnectionError("sink is down")
-        self.received.append(event)
+        self.received.append(orjson.loads(line))
 
 
 def event(i: int) -> dict[str, object]:
     return {"specversion": "1.0", "id": f"e-{i}", "source": "/t", "type": "t.v1", "data": {"i": i}}
 
 
-def settle(check: object, seconds: float = 10) -> None:
+def settle(check: Callable[[], bool], seconds: float = 10) -> None:
     deadline = time.monotonic() + seconds
-    while not check():  # type: ignore[operator]
+    while not check():
         assert time.monotonic() < deadline, "the outbox did not settle"
         time.sleep(0.02)
 
 
-def test_events_are_sent_in_order_and_checkpointed(tmp_path: Path) -> None:
+@pytest.fixture
+def sender(tmp_path: Path) -> Iterator[tuple[Sender, Sink]]:
     sink = Sink()
-    outbox = Outbox(tmp_path, sink, max_bytes=1 << 20, poll=0.01)
-    outbox.start()
+    running = Sender(tmp_path, sink, poll=0.01)
+    thread = running.start()
+    yield running, sink
+    running.stop()
+    thread.join(5)
+
+
+def test_events_are_sent_in_order_once(tmp_path: Path, sender: tuple[Sender, Sink]) -> None:
+    _, sink = sender
+    writer = Writer(tmp_path, max_bytes=1 << 20)
     for i in range(50):
-        assert outbox.emit(event(i))
+        assert writer.emit(event(i))
     settle(lambda: len(sink.received) == 50)
+    time.sleep(0.1)
     assert [e["id"] for e in sink.received] == [f"e-{i}" for i in range(50)]
-    outbox.stop()
 
 
-def test_events_wait_while_the_sink_is_down_and_are_resent(tmp_path: Path) -> None:
-    sink = Sink()
+def test_events_wait_while_the_sink_is_down_and_are_resent(
+    tmp_path: Path, sender: tuple[Sender, Sink]
+) -> None:
+    _, sink = sender
     sink.up = False
-    outbox = Outbox(tmp_path, sink, max_bytes=1 << 20, poll=0.01)
-    outbox.start()
+    writer = Writer(tmp_path, max_bytes=1 << 20)
     for i in range(20):
-        outbox.emit(event(i))
+        writer.emit(event(i))
     time.sleep(0.2)
     assert sink.received == []
     sink.up = True
-    settle(lambda: len(sink.received) == 20)
+    settle(lambda: len(sink.received) == 20, 30)
     assert len({e["id"] for e in sink.received}) == 20  # each once: the checkpoint held
-    outbox.stop()
 
 
 def test_over_the_disk_bound_new_events_are_dropped(tmp_path: Path) -> None:
-    sink = Sink()
-    sink.up = False
-    outbox = Outbox(tmp_path, sink, max_bytes=1000, poll=0.01)
-    results = [outbox.emit(event(i)) for i in range(40)]
+    writer = Writer(tmp_path, max_bytes=1000)
+    results = [writer.emit(event(i)) for i in range(40)]
     assert results[0] is True
     assert results[-1] is False
     on_disk = sum(p.stat().st_size for p in tmp_path.glob("spool-*.jsonl"))
-    line = len(b'{"specversion":"1.0","id":"e-10","source":"/t","type":"t.v1","data":{"i":10}}\n')
+    line = len(orjson.dumps(event(10))) + 1
     assert 1000 - line < on_disk <= 1000
 
 
-def test_a_spool_left_by_a_killed_process_is_adopted_and_drained(tmp_path: Path) -> None:
-    # A real process appends events then dies by SIGKILL before sending any.
+def test_a_spool_left_by_a_killed_process_is_sent_and_removed(tmp_path: Path) -> None:
     script = (
         "import os, sys, signal\n"
         "from pathlib import Path\n"
-        "from functions.core.outbox import Outbox\n"
-        "box = Outbox(Path(sys.argv[1]), lambda e: None, 1 << 20)\n"
+        "from functions.core.outbox import Writer\n"
+        "box = Writer(Path(sys.argv[1]), 1 << 20)\n"
         "for i in range(30):\n"
         "    box.emit({'id': f'k-{i}', 'type': 't.v1', 'data': {}})\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
@@ -90,30 +97,45 @@ def test_a_spool_left_by_a_killed_process_is_adopted_and_drained(tmp_path: Path)
     assert done.returncode == -9
     assert len(list(tmp_path.glob("spool-*.jsonl"))) == 1
     sink = Sink()
-    outbox = Outbox(tmp_path, sink, max_bytes=1 << 20, poll=0.01)
-    outbox.start()
-    settle(lambda: len(sink.received) == 30)
-    settle(lambda: len(list(tmp_path.glob("spool-*.jsonl"))) == 1)  # the orphan is removed
-    outbox.stop()
+    assert Sender(tmp_path, sink).drain()
+    assert len(sink.received) == 30
+    assert list(tmp_path.glob("spool-*.jsonl")) == []  # its writer is gone: removed
 
 
-def test_a_live_processs_spool_is_not_adopted(tmp_path: Path) -> None:
-    first = Outbox(tmp_path, Sink(), max_bytes=1 << 20)  # not started: it keeps its events
-    first.emit(event(1))
+def test_a_live_writers_spool_is_kept(tmp_path: Path) -> None:
+    writer = Writer(tmp_path, max_bytes=1 << 20)
+    writer.emit(event(1))
     sink = Sink()
-    second = Outbox(tmp_path, sink, max_bytes=1 << 20, poll=0.01)
-    second.start()
-    time.sleep(0.2)
-    assert sink.received == []
+    assert Sender(tmp_path, sink).drain()
+    assert len(sink.received) == 1
+    assert len(list(tmp_path.glob("spool-*.jsonl"))) == 1  # still being written
+    writer.emit(event(2))
+    Sender(tmp_path, sink).drain()
+    assert [e["id"] for e in sink.received] == ["e-1", "e-2"]
+
+
+def test_only_one_sender_sends(tmp_path: Path, sender: tuple[Sender, Sink]) -> None:
+    _, first = sender
+    writer = Writer(tmp_path, max_bytes=1 << 20)
+    writer.emit(event(0))
+    settle(lambda: len(first.received) == 1)  # the first sender holds the directory now
+    second_sink = Sink()
+    second = Sender(tmp_path, second_sink, poll=0.01)
+    thread = second.start()
+    for i in range(1, 10):
+        writer.emit(event(i))
+    settle(lambda: len(first.received) == 10)
+    assert second_sink.received == []
     second.stop()
+    thread.join(5)
 
 
-@pytest.mark.skipif(not hasattr(os, "getpid"), reason="POSIX only")
 def test_a_torn_last_line_waits_for_its_end(tmp_path: Path) -> None:
+    writer = Writer(tmp_path, max_bytes=1 << 20)
+    writer.emit(event(1))
+    spool = next(tmp_path.glob("spool-*.jsonl"))
+    with spool.open("ab") as f:
+        f.write(b'{"id": "torn"')  # a writer killed mid-line
     sink = Sink()
-    outbox = Outbox(tmp_path, sink, max_bytes=1 << 20, poll=0.01)
-    os.write(outbox._own.fd, b'{"id": "torn"')  # a writer killed mid-line
-    outbox.start()
-    time.sleep(0.1)
-    assert sink.received == []
-    outbox.stop()
+    Sender(tmp_path, sink).drain()
+    assert [e["id"] for e in sink.received] == ["e-1"]
