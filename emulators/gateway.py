@@ -123,9 +123,10 @@ class Gateway:
             await asyncio.sleep(decision.delay)
         if decision.abort is not None:
             raise error_for_status(decision.abort, f"fault injected by {decision.route}")
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        replaced = HOP_BY_HOP | {"x-request-id"} | {name for name, _ in decision.set_headers}
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in replaced}
         headers["X-Request-Id"] = rid
-        headers.update(decision.set_headers)
+        headers.update(decision.set_headers)  # the route's values win over the client's
         body = await request.read()
         url = (
             target.upstream

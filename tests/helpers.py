@@ -156,7 +156,7 @@ class LocalPlatform:
         self.broker = AppThread(broker.app(), port=broker_port)
         self.launcher = Launcher(
             knative,
-            {**os.environ, **env},
+            {**os.environ, "CLUSTER_LOCAL_GATEWAY": self.url, **env},
             backoff=(0.2, 2.0),
             sinks=sink_bindings(resources(), resolve),
         )

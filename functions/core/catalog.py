@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,3 +25,30 @@ class PredictionLogData(BaseModel):
     is_outlier: bool | list[bool] | None = None
     outlier_score: float | list[float] | None = None
     error: str | None = Field(None, description="the problem detail of a failed request")
+    label: str | list[str] | None = Field(None, description="the top label (one per row)")
+    route: str | None = Field(None, description="the route served, for A/B analysis")
+    assignment: Literal["split", "forced", "sticky"] | None = Field(
+        None,
+        description="how an A/B request reached this variant; forced ones stay out of verdicts",
+    )
+
+
+class InferenceRequestedData(BaseModel):
+    """``inference.requested.v1``: run the slow model on this input for job ``job_id``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    job_id: str
+    image_data: str | None = Field(None, description="the base64 image, when small enough")
+    image_ref: str | None = Field(None, description="the job store's blob key of a large one")
+
+
+class InferenceCompletedData(BaseModel):
+    """``inference.completed.v1``: the worker's result for job ``job_id``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    job_id: str
+    model: str
+    prediction: str
+    proba: float

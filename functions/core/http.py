@@ -151,10 +151,13 @@ class HttpApp:
         routes: Map,
         handlers: Mapping[str, Handler],
         observe: Callable[[Request, str, str, Response, float], None] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
+        """``headers`` are added to every response (e.g. which model answered)."""
         self._routes = routes
         self._handlers = handlers
         self._observe = observe
+        self._headers = dict(headers or {})
 
     def __call__(self, request: Request) -> Response:
         started = time.perf_counter()
@@ -181,6 +184,7 @@ class HttpApp:
         except Exception:
             logger.exception("unhandled error on %s", request.path, extra={"job_id": rid})
             response = problem_response(internal_error(), rid)
+        response.headers.update(self._headers)
         if self._observe is not None:
             try:
                 self._observe(request, rid, endpoint, response, time.perf_counter() - started)

@@ -30,6 +30,7 @@ class PredictLogic:
     request_model: type[BaseModel] | None  # tabular request schema; None for image models
     sample: Any  # tabular rows, or the sample image's bytes
     top_k: int
+    mode: str | None = None  # the A/B variant this Service is, answered in every prediction
 
     @property
     def card(self) -> ModelCard:
@@ -136,6 +137,7 @@ class PredictLogic:
             model=self.card.name,
             version=self.card.version,
             prediction=prediction,
+            mode=self.mode,
             **extra,
         )
 
@@ -157,6 +159,6 @@ def load(settings: PredictSettings) -> PredictLogic:
         n_features = card.input.shape[-1]
         sample = card.sample.data if card.sample and card.sample.data else [[0.0] * n_features]
         request_model = tabular_request(n_features, settings.max_batch_rows)
-    logic = PredictLogic(model, outlier, request_model, sample, settings.top_k)
+    logic = PredictLogic(model, outlier, request_model, sample, settings.top_k, settings.variant)
     logic.metadata()  # warm-up: one real inference through every model before traffic
     return logic

@@ -68,7 +68,9 @@ class PredictService:
             raise SettingsError(f"MODEL_NAME={settings.model_name!r}: {e.detail}") from e
         self.slot = ModelSlot(settings.model_name, functools.partial(logic.load, settings))
         self.recorder = Recorder(settings, self.card) if settings.k_sink else None
-        self.app = HttpApp(ROUTES, self._handlers(), self._observe)
+        # Which model answered, on every response: routes that pick a model say so.
+        model_headers = {"X-Model": self.card.name, "X-Model-Version": self.card.version}
+        self.app = HttpApp(ROUTES, self._handlers(), self._observe, model_headers)
 
     def _handlers(self) -> dict[str, Any]:
         return {rule.endpoint: getattr(self, rule.endpoint) for rule in ROUTES.iter_rules()}

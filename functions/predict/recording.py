@@ -24,6 +24,7 @@ logger = logging.getLogger("predictions")
 LOGGED_ENDPOINTS = {
     "predict", "predict_label", "predict_test", "predict_test_label", "v1_predict", "v2_infer",
 }  # fmt: skip
+ASSIGNMENT_HEADER = "X-AB-Assignment"  # set by the ab-test route's rules, never by clients
 RAW_BODY = "mlf.raw_body"  # where the adapter leaves the request body it read
 INLINE_INPUT_BYTES = 16 * 1024  # larger inputs are recorded by reference (sha256 and size)
 _ANSWER_KEYS = ("job_id", "model", "version", "is_outlier", "outlier_score")
@@ -34,6 +35,7 @@ class Recorder:
         assert settings.k_sink is not None
         self.card, self.settings = card, settings
         self.variant = settings.variant or settings.k_revision
+        self.labels = card.labels.names if card.labels and card.labels.names else ()
         self.outbox = Writer(settings.outbox_path(), settings.outbox_max_bytes)
         if settings.outbox_sender == "thread":  # no core.serve sender process: send from here
             Sender(settings.outbox_path(), http_sender(settings.k_sink)).start()
@@ -68,6 +70,9 @@ class Recorder:
             "is_outlier": answer.get("is_outlier"),
             "outlier_score": answer.get("outlier_score"),
             "error": answer.get("detail") if failed else None,
+            "label": None if failed else _label(answer.get("prediction"), self.labels),
+            "route": self.settings.route,
+            "assignment": _assignment(request) if self.settings.route else None,
         }
         self.outbox.emit(
             {
@@ -102,3 +107,24 @@ def _input(request: Request) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
         return {"sha256": hashlib.sha256(raw).hexdigest(), "bytes": len(raw)}
+
+
+def _label(prediction: Any, labels: tuple[str, ...]) -> str | list[str] | None:
+    """The top label of an answer: given (label endpoints, images) or the argmax of the
+    probabilities (tabular ``/predict``); a list for N rows."""
+    if isinstance(prediction, str):
+        return prediction
+    if isinstance(prediction, dict):
+        return str(prediction.get("label"))
+    if isinstance(prediction, list) and prediction:
+        if isinstance(prediction[0], list | dict):
+            return [str(_label(row, labels)) for row in prediction]
+        best = max(range(len(prediction)), key=prediction.__getitem__)
+        return labels[best] if best < len(labels) else str(best)
+    return None
+
+
+def _assignment(request: Request) -> str:
+    """How an A/B request got here: the route's forcing rule or the sticky router say so."""
+    given = request.headers.get(ASSIGNMENT_HEADER, "split").lower()
+    return given if given in ("forced", "sticky") else "split"

@@ -40,6 +40,7 @@ class Prediction(_Frozen):
     model: str
     version: str
     prediction: Any = Field(description="probabilities (tabular) or the top label (image)")
+    mode: str | None = Field(None, description="the A/B variant that answered, when it is one")
     proba: float | None = None
     top_k: list[LabelResult] | None = None
     is_outlier: bool | list[bool] | None = None
@@ -53,3 +54,4 @@ class LabelPrediction(_Frozen):
     model: str
     version: str
     prediction: LabelResult | list[LabelResult]
+    mode: str | None = None

@@ -1,12 +1,14 @@
 """Entry point of the prediction-log Service: HTTP adapters only.
 
 ``POST /`` is the Trigger subscriber for ``prediction.logged`` events (an empty 202, or a
-4xx the broker will not retry); ``GET /logs`` queries the store; ``GET /health``.
+4xx the broker will not retry); ``GET /logs`` queries the store; ``POST /feedback`` records
+a job's true label; ``GET /ab-report?route=`` compares a route's variants; ``GET /health``.
 """
 
 from __future__ import annotations
 
 import functools
+from datetime import UTC, datetime
 
 import functions_framework
 from flask import Request, Response
@@ -16,17 +18,20 @@ from werkzeug.routing import Map, Rule
 
 from functions.core import events, metrics
 from functions.core.catalog import PredictionLogData
-from functions.core.errors import ValidationFailed
+from functions.core.errors import NotFound, ValidationFailed
 from functions.core.http import (
     HttpApp,
     framework_error,
     json_response,
+    parse_model,
+    read_body,
     read_limited,
     validate_model,
 )
 from functions.core.logging import configure_logging
 from functions.core.settings import build_settings
-from functions.prediction_log.schemas import LogsQuery, LogsResponse
+from functions.prediction_log import abreport
+from functions.prediction_log.schemas import FeedbackRequest, LogsQuery, LogsResponse, ReportQuery
 from functions.prediction_log.settings import LogSettings
 from functions.prediction_log.store import LogStore, PostgresLogStore, Query, SqliteLogStore
 
@@ -34,6 +39,8 @@ ROUTES = Map(
     [
         Rule("/", endpoint="on_prediction_logged", methods=["POST"]),
         Rule("/logs", endpoint="logs", methods=["GET"]),
+        Rule("/feedback", endpoint="feedback", methods=["POST"]),
+        Rule("/ab-report", endpoint="ab_report", methods=["GET"]),
         Rule("/health", endpoint="health", methods=["GET"]),
     ]
 )
@@ -81,6 +88,23 @@ class LogService:
             limit=min(params.limit, self.settings.query_limit),
         )
         return json_response(LogsResponse(job_id=rid, records=self.store.query(query)), rid)
+
+    def feedback(self, request: Request, rid: str) -> Response:
+        given = parse_model(FeedbackRequest, read_body(request, self.settings.max_body_bytes))
+        if not self.store.has_job(given.job_id):
+            raise NotFound(f"no prediction with job_id {given.job_id!r} in the log")
+        replaced = self.store.set_feedback(given.job_id, given.label, datetime.now(UTC).isoformat())
+        return json_response(
+            {"job_id": given.job_id, "label": given.label, "replaced": replaced}, rid
+        )
+
+    def ab_report(self, request: Request, rid: str) -> Response:
+        route = validate_model(ReportQuery, request.args.to_dict()).route
+        records = self.store.query(Query(route=route, limit=self.settings.report_limit))
+        if not records:
+            raise NotFound(f"no prediction logged for route {route!r}")
+        truth = self.store.feedback(sorted({r["job_id"] for r in records}))
+        return json_response(abreport.report(route, records, truth), rid)
 
     def health(self, request: Request, rid: str) -> Response:
         return json_response({"health": "ok"}, rid)

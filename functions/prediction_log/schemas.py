@@ -14,6 +14,7 @@ class LogsQuery(BaseModel):
     job_id: str | None = None
     model: str | None = None
     variant: str | None = None
+    route: str | None = None
     outlier: bool | None = None
     since: datetime | None = Field(None, description="ISO-8601; without a zone, UTC")
     until: datetime | None = None
@@ -32,3 +33,18 @@ class LogsResponse(BaseModel):
 
     job_id: str
     records: list[dict[str, Any]]
+
+
+class FeedbackRequest(BaseModel):
+    """The true label of a job, when it becomes known."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    job_id: str = Field(min_length=1, max_length=128)
+    label: str = Field(min_length=1, max_length=256)
+
+
+class ReportQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    route: str = Field(min_length=1, description="the route whose variants to compare")

@@ -17,6 +17,7 @@ class LogSettings(BaseFunctionSettings):
         REPO_ROOT / "build" / "prediction-log.sqlite3", description="SQLite log store"
     )
     query_limit: int = Field(1000, ge=1, description="most records one query answers")
+    report_limit: int = Field(200_000, ge=1, description="most records an A/B report reads")
 
     @model_validator(mode="after")
     def _dsn_for_postgres(self) -> Self:

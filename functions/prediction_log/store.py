@@ -1,13 +1,18 @@
 """The log store: records keyed by their CloudEvent id (so a redelivery stores nothing twice),
-queryable by time, job, model, variant and outlier flag. SQLite is the embedded default
-(WAL mode lets the query endpoint read while the subscriber writes; one pod). PostgreSQL is
-the cluster backend: any number of log pods share it, and the same SQL answers the queries.
+queryable by time, job, model, variant, route and outlier flag, plus the ground truth that
+arrives later (``feedback``, one label per job: a second answer replaces the first).
+
+SQLite is the embedded default (WAL mode lets queries read while the subscriber writes; one
+pod). PostgreSQL is the cluster backend: any number of log pods share it. Both run the same
+SQL, with their own placeholder and upsert spelling.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -24,13 +29,23 @@ CREATE TABLE IF NOT EXISTS predictions (
     model TEXT NOT NULL,
     version TEXT NOT NULL,
     variant TEXT NOT NULL,
+    route TEXT,
     status INTEGER NOT NULL,
-    is_outlier INTEGER,
+    is_outlier SMALLINT,
     record TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS predictions_time ON predictions (time);
 CREATE INDEX IF NOT EXISTS predictions_job ON predictions (job_id);
+CREATE INDEX IF NOT EXISTS predictions_route ON predictions (route);
+CREATE TABLE IF NOT EXISTS feedback (
+    job_id TEXT PRIMARY KEY,
+    label TEXT NOT NULL,
+    time TEXT NOT NULL
+)
 """
+_COLUMNS = (
+    "event_id, time, job_id, service, model, version, variant, route, status, is_outlier, record"
+)
 
 
 @dataclass(frozen=True)
@@ -38,6 +53,7 @@ class Query:
     job_id: str | None = None
     model: str | None = None
     variant: str | None = None
+    route: str | None = None
     outlier: bool | None = None
     since: datetime | None = None
     until: datetime | None = None
@@ -51,7 +67,106 @@ class LogStore(Protocol):
 
     def query(self, query: Query) -> list[dict[str, Any]]: ...
 
+    def has_job(self, job_id: str) -> bool: ...
+
+    def set_feedback(self, job_id: str, label: str, time: str) -> bool:
+        """Record the true label of a job; True when it replaced an earlier one."""
+        ...
+
+    def feedback(self, job_ids: list[str]) -> dict[str, str]: ...
+
     def close(self) -> None: ...
+
+
+class _SqlStore:
+    """The SQL both backends share; subclasses give a cursor factory and their dialect."""
+
+    mark = "?"
+    insert_ignore = "INSERT OR IGNORE INTO predictions ({cols}) VALUES ({marks})"
+    upsert_feedback = (
+        "INSERT INTO feedback VALUES ({m}, {m}, {m}) "
+        "ON CONFLICT (job_id) DO UPDATE SET label = excluded.label, time = excluded.time"
+    )
+    cursor: Callable[[], AbstractContextManager[Any]]
+
+    def add(self, event_id: str, time: str, record: dict[str, Any]) -> bool:
+        sql = self.insert_ignore.format(cols=_COLUMNS, marks=", ".join([self.mark] * 11))
+        with self.cursor() as cur:
+            cur.execute(sql, _row(event_id, time, record))
+            return bool(cur.rowcount == 1)
+
+    def query(self, query: Query) -> list[dict[str, Any]]:
+        clauses, params = _where(query, self.mark)
+        sql = f"SELECT event_id, time, record FROM predictions {clauses} ORDER BY time, event_id LIMIT {self.mark}"
+        with self.cursor() as cur:
+            rows = cur.execute(sql, (*params, query.limit)).fetchall()
+        return [{"event_id": e, "time": t, **orjson.loads(r)} for e, t, r in rows]
+
+    def has_job(self, job_id: str) -> bool:
+        with self.cursor() as cur:
+            sql = f"SELECT 1 FROM predictions WHERE job_id = {self.mark} LIMIT 1"
+            return cur.execute(sql, (job_id,)).fetchone() is not None
+
+    def set_feedback(self, job_id: str, label: str, time: str) -> bool:
+        with self.cursor() as cur:
+            sql = f"SELECT 1 FROM feedback WHERE job_id = {self.mark}"
+            replaced = cur.execute(sql, (job_id,)).fetchone() is not None
+            cur.execute(self.upsert_feedback.format(m=self.mark), (job_id, label, time))
+        return replaced
+
+    def feedback(self, job_ids: list[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        with self.cursor() as cur:
+            for start in range(0, len(job_ids), 500):
+                chunk = job_ids[start : start + 500]
+                sql = f"SELECT job_id, label FROM feedback WHERE job_id IN ({', '.join([self.mark] * len(chunk))})"
+                found.update(dict(cur.execute(sql, chunk).fetchall()))
+        return found
+
+
+class SqliteLogStore(_SqlStore):
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def cursor(self) -> Iterator[sqlite3.Cursor]:
+        with self._lock:
+            yield self._db.cursor()
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class PostgresLogStore(_SqlStore):
+    """The cluster backend (``LOG_STORE=postgres``, ``LOG_DSN``): a pool of connections."""
+
+    mark = "%s"
+    insert_ignore = (
+        "INSERT INTO predictions ({cols}) VALUES ({marks}) ON CONFLICT (event_id) DO NOTHING"
+    )
+
+    def __init__(self, dsn: str) -> None:
+        from psycopg_pool import ConnectionPool
+
+        self._pool = ConnectionPool(
+            dsn, min_size=1, max_size=4, kwargs={"autocommit": True}, open=True
+        )
+        with self._pool.connection() as conn:
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                conn.execute(statement)
+
+    @contextmanager
+    def cursor(self) -> Iterator[Any]:
+        with self._pool.connection() as conn, conn.cursor() as cur:
+            yield cur
+
+    def close(self) -> None:
+        self._pool.close()
 
 
 def _row(event_id: str, time: str, record: dict[str, Any]) -> tuple[Any, ...]:
@@ -64,6 +179,7 @@ def _row(event_id: str, time: str, record: dict[str, Any]) -> tuple[Any, ...]:
         record["model"],
         record["version"],
         record["variant"],
+        record.get("route"),
         record["status"],
         # an N-row request is an outlier record when any row is one
         None if outlier is None else int(any(outlier) if isinstance(outlier, list) else outlier),
@@ -71,75 +187,16 @@ def _row(event_id: str, time: str, record: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
-class SqliteLogStore:
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
-        self._lock = threading.Lock()
-
-    def add(self, event_id: str, time: str, record: dict[str, Any]) -> bool:
-        with self._lock:
-            cursor = self._db.execute(
-                "INSERT OR IGNORE INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                _row(event_id, time, record),
-            )
-        return cursor.rowcount == 1
-
-    def query(self, query: Query) -> list[dict[str, Any]]:
-        clauses, params = _where(query, "?")
-        sql = f"SELECT event_id, time, record FROM predictions {clauses} ORDER BY time, event_id LIMIT ?"
-        with self._lock:
-            rows = self._db.execute(sql, (*params, query.limit)).fetchall()
-        return [{"event_id": e, "time": t, **orjson.loads(r)} for e, t, r in rows]
-
-    def close(self) -> None:
-        self._db.close()
-
-
-class PostgresLogStore:
-    """The cluster backend (``LOG_STORE=postgres``, ``LOG_DSN``): a pool of connections."""
-
-    def __init__(self, dsn: str) -> None:
-        from psycopg_pool import ConnectionPool
-
-        self._pool = ConnectionPool(
-            dsn, min_size=1, max_size=4, kwargs={"autocommit": True}, open=True
-        )
-        with self._pool.connection() as conn:
-            for statement in filter(str.strip, _SCHEMA.split(";")):
-                conn.execute(statement.replace("is_outlier INTEGER", "is_outlier SMALLINT"))
-
-    def add(self, event_id: str, time: str, record: dict[str, Any]) -> bool:
-        with self._pool.connection() as conn:
-            cursor = conn.execute(
-                "INSERT INTO predictions VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT (event_id) DO NOTHING",
-                _row(event_id, time, record),
-            )
-            return cursor.rowcount == 1
-
-    def query(self, query: Query) -> list[dict[str, Any]]:
-        clauses, params = _where(query, "%s")
-        sql = f"SELECT event_id, time, record FROM predictions {clauses} ORDER BY time, event_id LIMIT %s"
-        with self._pool.connection() as conn:
-            rows = conn.execute(sql, (*params, query.limit)).fetchall()
-        return [{"event_id": e, "time": t, **orjson.loads(r)} for e, t, r in rows]
-
-    def close(self) -> None:
-        self._pool.close()
-
-
 def _where(query: Query, mark: str) -> tuple[str, list[Any]]:
     conditions: list[str] = []
     params: list[Any] = []
-    for column, value in (
+    equal = (
         ("job_id", query.job_id),
         ("model", query.model),
         ("variant", query.variant),
-    ):
+        ("route", query.route),
+    )
+    for column, value in equal:
         if value is not None:
             conditions.append(f"{column} = {mark}")
             params.append(value)

@@ -92,3 +92,36 @@ def test_bad_events_are_refused_without_asking_for_a_retry(log: FlaskClient) -> 
     bad_data = events.make(events.PREDICTION_LOGGED, "/x", {"job_id": "j"})
     assert_problem(post_binary(log, bad_data), 422)
     assert log.get("/logs").get_json()["records"] == []
+
+
+def test_feedback_needs_a_known_job_and_replaces_an_earlier_answer(log: FlaskClient) -> None:
+    post_binary(log, events.make(events.PREDICTION_LOGGED, "/functions/iris", data("j9")))
+    assert_problem(log.post("/feedback", json={"job_id": "nope", "label": "setosa"}), 404)
+    first = log.post("/feedback", json={"job_id": "j9", "label": "setosa"}).get_json()
+    assert first["replaced"] is False
+    second = log.post("/feedback", json={"job_id": "j9", "label": "virginica"}).get_json()
+    assert second["replaced"] is True
+    assert_problem(log.post("/feedback", json={"job_id": "j9"}), 422)
+    assert_problem(log.post("/feedback", data="label=x"), 415)
+
+
+def test_ab_report_over_the_route(log: FlaskClient) -> None:
+    for job, variant, label in (
+        ("a", "svc", "setosa"),
+        ("b", "rf", "virginica"),
+        ("c", "svc", "setosa"),
+    ):
+        record = data(job, variant=variant, route="ab-test", label=label, assignment="split")
+        post_binary(log, events.make(events.PREDICTION_LOGGED, "/functions/iris", record))
+    post_binary(
+        log, events.make(events.PREDICTION_LOGGED, "/functions/iris", data("z"))
+    )  # another route
+    log.post("/feedback", json={"job_id": "a", "label": "setosa"})
+    log.post("/feedback", json={"job_id": "c", "label": "virginica"})
+    report = log.get("/ab-report?route=ab-test").get_json()
+    assert set(report["variants"]) == {"svc", "rf"}
+    assert report["variants"]["svc"]["requests"] == 2
+    assert (report["variants"]["svc"]["labelled"], report["variants"]["svc"]["correct"]) == (2, 1)
+    assert report["verdict"]["decided"] is False
+    assert_problem(log.get("/ab-report?route=unknown"), 404)
+    assert_problem(log.get("/ab-report"), 422)

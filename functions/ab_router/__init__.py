@@ -1,0 +1,1 @@
+"""Sticky A/B assignment: the same user key always reaches the same variant."""

@@ -1,0 +1,120 @@
+"""Condition-based routing and the online A/B test, through the local gateway with real
+processes (the whole `make dev` platform), as declared in knative/routes/."""
+
+from __future__ import annotations
+
+import base64
+from collections import Counter
+
+import httpx
+import pytest
+
+from tests.helpers import sample_bytes, wait_for
+from tests.unit.emulators.test_routing import within_bounds
+
+pytestmark = pytest.mark.e2e
+CAT_CLASSES = {"tiger cat", "Egyptian cat", "tabby", "Persian cat", "Siamese cat"}
+
+
+def image(name: str) -> dict[str, str]:
+    return {"image_data": base64.b64encode(sample_bytes(name)).decode()}
+
+
+@pytest.mark.parametrize(
+    ("photo", "headers", "model", "check"),
+    [
+        ("cat.png", {}, "efficientnet-lite0", lambda label: label in CAT_CLASSES),
+        ("cat.png", {"target": "mountain"}, "plant", lambda label: label == "background"),
+        (
+            "cat.png",
+            {"TARGET": "mountain"},
+            "plant",
+            lambda label: label == "background",
+        ),  # names: any case
+        (
+            "cat.png",
+            {"target": "Mountain"},
+            "efficientnet-lite0",
+            lambda label: label in CAT_CLASSES,
+        ),  # values: exact
+        ("flower.jpg", {"target": "mountain"}, "plant", lambda label: label not in ("background",)),
+        ("flower.jpg", {}, "efficientnet-lite0", lambda label: label != "background"),
+    ],
+)
+def test_condition_route(
+    platform: str, photo: str, headers: dict[str, str], model: str, check: object
+) -> None:
+    response = httpx.post(
+        f"{platform}/condition/predict", json=image(photo), headers=headers, timeout=30
+    )
+    assert response.status_code == 200
+    assert response.headers["X-Model"] == model
+    assert check(response.json()["prediction"])  # type: ignore[operator]
+
+
+def test_condition_route_by_host_and_per_route_endpoints(platform: str) -> None:
+    host = {"Host": "condition.ml-serving.example.com"}
+    plant_labels = httpx.get(f"{platform}/label", headers={**host, "target": "mountain"}).json()
+    imagenet_labels = httpx.get(f"{platform}/label", headers=host).json()
+    assert plant_labels[0] == "background"
+    assert len(imagenet_labels) == 1000
+    test = httpx.get(f"{platform}/condition/predict/test", headers={"target": "mountain"}).json()
+    assert test["model"] == "plant"
+    assert test["prediction"] != "background"  # the plant sample is the flower photo
+    bad = httpx.post(
+        f"{platform}/condition/predict", json={"image_data": "%%%"}, headers={"target": "mountain"}
+    )
+    assert bad.status_code == 422
+    assert bad.headers["Content-Type"] == "application/problem+json"
+
+
+def test_ab_split_follows_the_declared_weights(platform: str) -> None:
+    with httpx.Client(base_url=platform) as client:
+        modes = Counter(client.get("/ab-test/predict/test").json()["mode"] for _ in range(2000))
+    assert set(modes) == {"svc", "rf"}
+    assert within_bounds(modes["svc"], 2000, 0.6), modes
+
+
+def test_sticky_users_never_switch_and_share_by_weight(platform: str) -> None:
+    seen: dict[str, set[str]] = {}
+    with httpx.Client(base_url=platform) as client:
+        for user in ("alice", "bob", "carol"):
+            for _ in range(200):
+                response = client.get("/ab-test/predict/test", headers={"X-User-Id": user})
+                assert response.status_code == 200
+                seen.setdefault(user, set()).add(response.json()["mode"])
+        assert all(len(modes) == 1 for modes in seen.values()), seen
+        first = Counter(
+            client.get("/ab-test/predict/test", headers={"X-User-Id": f"user-{i}"}).json()["mode"]
+            for i in range(400)
+        )
+    assert within_bounds(first["svc"], 400, 0.6), first
+
+
+@pytest.mark.parametrize("variant", ["svc", "rf"])
+def test_a_forced_variant_is_always_reached(platform: str, variant: str) -> None:
+    with httpx.Client(base_url=platform) as client:
+        modes = {
+            client.get("/ab-test/predict/test", headers={"X-Variant": variant}).json()["mode"]
+            for _ in range(50)
+        }
+    assert modes == {variant}
+
+
+def test_forced_and_sticky_requests_are_marked_in_the_log(platform: str) -> None:
+    with httpx.Client(base_url=platform) as client:
+        client.get("/ab-test/predict/test", headers={"X-Variant": "rf", "X-Request-Id": "forced-1"})
+        client.get(
+            "/ab-test/predict/test", headers={"X-User-Id": "dora", "X-Request-Id": "sticky-1"}
+        )
+        client.get(
+            "/ab-test/predict/test",
+            headers={"X-Request-Id": "split-1", "X-AB-Assignment": "forced"},
+        )
+
+        def assignment(job: str) -> str | None:
+            records = client.get("/prediction-log/logs", params={"job_id": job}).json()["records"]
+            return records[0]["assignment"] if records else None
+
+        for job, expected in (("forced-1", "forced"), ("sticky-1", "sticky"), ("split-1", "split")):
+            assert wait_for(lambda job=job: assignment(job), 30, f"{job} in the log") == expected
