@@ -55,3 +55,5 @@ bench: models ## benchmark: raw inference floor vs the served function (BENCH_SE
 
 clean: ## remove virtual environments and built models
 	rm -rf $(VENV) $(BUILD_VENV) build
+
+include cluster.mk

@@ -130,9 +130,9 @@ def _connect() -> tuple[Any, str]:
 
 @pytest.fixture(scope="session")
 def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    from kubernetes.client.exceptions import ApiException
-
     api, host = _connect()
+    from kubernetes.client.exceptions import ApiException  # installed: _connect did not skip
+
     namespace = os.environ.get("CLUSTER_NAMESPACE") or SERVICES[0].namespace
     knative = Cluster(api, namespace, os.environ.get("CLUSTER_GATEWAY") or None)
     try:
