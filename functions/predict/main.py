@@ -21,8 +21,10 @@ from functions.core.errors import ModelLoadError
 from functions.core.http import HttpApp, framework_error, json_response, parse_model, read_body
 from functions.core.loading import ModelSlot
 from functions.core.logging import configure_logging
+from functions.core.openapi import document
 from functions.core.settings import SettingsError, build_settings
 from functions.predict import logic, oip
+from functions.predict.openapi import operations
 from functions.predict.recording import RAW_BODY, Recorder
 from functions.predict.schemas import ImageRequest
 from functions.predict.settings import PredictSettings
@@ -38,6 +40,7 @@ ROUTES = Map(
         Rule("/predict/test", endpoint="predict_test", methods=["GET"]),
         Rule("/predict/test/label", endpoint="predict_test_label", methods=["GET"]),
         Rule("/metrics", endpoint="metrics", methods=["GET"]),
+        Rule("/openapi.json", endpoint="openapi", methods=["GET"]),
         Rule("/v1/models/<name>", endpoint="v1_model", methods=["GET"]),
         Rule("/v1/models/<name>:predict", endpoint="v1_predict", methods=["POST"]),
         Rule("/v2", endpoint="v2_server", methods=["GET"]),
@@ -132,6 +135,12 @@ class PredictService:
         if model.request_model is None:
             return json_response(model.label_tensor(model.image_tensor(model.sample), rid), rid)
         return json_response(model.label_rows(model.sample, rid), rid)
+
+    def openapi(self, request: Request, rid: str) -> Response:
+        model = self.slot.get()  # the request schema is the loaded card's (feature count)
+        body = model.request_model or ImageRequest
+        doc = document(f"predict: {self.card.name}", ROUTES, operations(body))
+        return json_response(doc, rid)
 
     def metrics(self, request: Request, rid: str) -> Response:
         body, content_type = metrics.exposition(self.settings.prometheus_multiproc_dir)

@@ -123,7 +123,8 @@ def _to_array(logic: PredictLogic, tensor: V2Tensor) -> np.ndarray:
     if tensor.datatype not in _NUMERIC:
         raise ValidationFailed(f"datatype {tensor.datatype} is not accepted by {card.name}")
     try:
-        array = np.asarray(tensor.data, dtype=np.float32).reshape(tensor.shape)
+        with np.errstate(over="ignore"):  # out-of-range values become inf: refused below
+            array = np.asarray(tensor.data, dtype=np.float32).reshape(tensor.shape)
     except (ValueError, TypeError) as e:
         raise ValidationFailed(f"data does not fit shape {tensor.shape}: {e}") from e
     expected = card.input.shape

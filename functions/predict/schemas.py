@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+FLOAT32_MAX = 3.4028234663852886e38
 _STRICT = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
@@ -15,7 +16,8 @@ class _Frozen(BaseModel):
 
 def tabular_request(n_features: int, max_rows: int) -> type[BaseModel]:
     """``{"data": [[f1..fn], ...]}`` with the card's feature count and the row limit."""
-    row = Annotated[list[float], Field(min_length=n_features, max_length=n_features)]
+    feature = Annotated[float, Field(ge=-FLOAT32_MAX, le=FLOAT32_MAX)]  # the models take float32
+    row = Annotated[list[feature], Field(min_length=n_features, max_length=n_features)]
     rows = Annotated[list[row], Field(min_length=1, max_length=max_rows)]
     model: type[BaseModel] = create_model("TabularRequest", __config__=_STRICT, data=(rows, ...))
     return model

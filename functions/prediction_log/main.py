@@ -29,12 +29,25 @@ from functions.core.http import (
     validate_model,
 )
 from functions.core.logging import configure_logging
+from functions.core.openapi import Operation, document
 from functions.core.settings import build_settings
 from functions.prediction_log import abreport
 from functions.prediction_log.schemas import FeedbackRequest, LogsQuery, LogsResponse, ReportQuery
 from functions.prediction_log.settings import LogSettings
 from functions.prediction_log.store import LogStore, PostgresLogStore, Query, SqliteLogStore
 
+OPERATIONS = {
+    "on_prediction_logged": Operation(
+        "Store a prediction.logged CloudEvent (Trigger subscriber)",
+        request=PredictionLogData,
+        request_type="application/json",
+    ),
+    "logs": Operation("Query the log", query=LogsQuery, response=LogsResponse),
+    "feedback": Operation("Record a job's true label", request=FeedbackRequest),
+    "ab_report": Operation("A/B figures and verdict of a route", query=ReportQuery),
+    "health": Operation("Health"),
+    "openapi": Operation("This document"),
+}
 ROUTES = Map(
     [
         Rule("/", endpoint="on_prediction_logged", methods=["POST"]),
@@ -42,6 +55,7 @@ ROUTES = Map(
         Rule("/feedback", endpoint="feedback", methods=["POST"]),
         Rule("/ab-report", endpoint="ab_report", methods=["GET"]),
         Rule("/health", endpoint="health", methods=["GET"]),
+        Rule("/openapi.json", endpoint="openapi", methods=["GET"]),
     ]
 )
 
@@ -105,6 +119,9 @@ class LogService:
             raise NotFound(f"no prediction logged for route {route!r}")
         truth = self.store.feedback(sorted({r["job_id"] for r in records}))
         return json_response(abreport.report(route, records, truth), rid)
+
+    def openapi(self, request: Request, rid: str) -> Response:
+        return json_response(document("prediction-log", ROUTES, OPERATIONS), rid)
 
     def health(self, request: Request, rid: str) -> Response:
         return json_response({"health": "ok"}, rid)

@@ -1,0 +1,74 @@
+"""Schema-driven fuzzing of every endpoint from each function's own /openapi.json
+(schemathesis, in-process, a bounded number of examples per operation): never a 5xx, and
+every 4xx in the one problem shape. Each test builds its app, so collecting loads nothing."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import not_a_server_error
+
+from functions.core.settings import REPO_ROOT
+from tests.helpers import PREDICT_SOURCE
+
+PROBLEM_KEYS = {"type", "title", "status", "detail", "instance"}
+EXAMPLES = 15
+
+
+@schemathesis.check
+def one_problem_shape(ctx: Any, response: Any, case: Any) -> bool | None:
+    """Every 4xx is an RFC 9457 problem+json whose status is the response's."""
+    if 400 <= response.status_code < 500:
+        content_type = {k.lower(): v for k, v in response.headers.items()}["content-type"][0]
+        assert content_type.startswith("application/problem+json"), response.text
+        body = response.json()
+        assert set(body) >= PROBLEM_KEYS, body
+        assert body["status"] == response.status_code
+    return None
+
+
+def fuzz(target: str, source: str, env: dict[str, str]) -> int:
+    """Build the app as functions-framework does, then fuzz every operation it documents."""
+    import functions_framework
+
+    os.environ.update(env)
+    app = functions_framework.create_app(target, source)
+    sys.modules["main"].warm()
+    schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
+    operations = [result.ok() for result in schema.get_all_operations()]
+    for operation in operations:
+
+        @given(case=operation.as_strategy())
+        @settings(
+            max_examples=EXAMPLES,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            database=None,
+        )
+        def run(case: schemathesis.Case) -> None:
+            case.call_and_validate(checks=[not_a_server_error, one_problem_shape])
+
+        run()
+    return len(operations)
+
+
+def test_tabular_predictor() -> None:
+    assert (
+        fuzz("predict", PREDICT_SOURCE, {"MODEL_NAME": "iris-svc", "OUTLIER_MODEL": "iris-outlier"})
+        >= 15
+    )
+
+
+def test_image_predictor() -> None:
+    assert fuzz("predict", PREDICT_SOURCE, {"MODEL_NAME": "plant", "MODEL_THREADS": "2"}) >= 15
+
+
+def test_prediction_log(tmp_path: Path) -> None:
+    source = str(REPO_ROOT / "functions" / "prediction_log" / "main.py")
+    assert fuzz("prediction_log", source, {"LOG_DB": str(tmp_path / "log.sqlite3")}) >= 5
+    sys.modules["main"].service().store.close()
