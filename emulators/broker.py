@@ -190,6 +190,9 @@ class Broker:
         self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256))
         yield
         await self.drain(10)
+        for task in list(self._tasks):  # still backing off after the grace period: give up
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._session.close()
 
     async def _stats(self, request: web.Request) -> web.Response:

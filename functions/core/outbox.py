@@ -220,12 +220,23 @@ def _spooled_bytes(directory: Path) -> int:
 
 
 def main() -> None:
-    """The sender as a process of its own: ``python -m functions.core.outbox DIR URL``."""
+    """The sender as a process of its own: ``python -m functions.core.outbox DIR URL``.
+
+    It stops when its standard input closes — its parent closed it after the workers had
+    finished, or died — never on a signal: a SIGTERM sent to the whole process group must not
+    stop it before the workers have written their last events."""
     import signal
     import sys
 
     sender = Sender(Path(sys.argv[1]), http_sender(sys.argv[2]))
-    signal.signal(signal.SIGTERM, lambda *_: sender.stop())
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
+
+    def watch_parent() -> None:
+        sys.stdin.buffer.read()  # returns at EOF
+        sender.stop()
+
+    threading.Thread(target=watch_parent, daemon=True).start()
     sender.run()
 
 

@@ -62,7 +62,7 @@ def _outbox_sender(settings: BaseFunctionSettings) -> subprocess.Popen[bytes]:
         str(settings.outbox_path()),
         settings.k_sink,
     ]
-    return subprocess.Popen(command)
+    return subprocess.Popen(command, stdin=subprocess.PIPE)  # closing it stops the sender
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> None:
         workers_kill_timeout=30,  # SIGTERM: let in-flight requests finish, then stop
     ).serve()
     if sender is not None:  # after the workers: drain what they spooled, then stop
-        sender.terminate()
+        assert sender.stdin is not None
+        sender.stdin.close()
         sender.wait(30)
 
 
