@@ -1,0 +1,121 @@
+"""Entry point of the async worker: HTTP adapters only.
+
+``POST /`` is the Trigger subscriber for ``inference.requested`` (binary or structured
+CloudEvents, or a Pub/Sub push envelope): it runs the slow model, stores the result, and
+only then answers with an ``inference.completed`` reply, so a crash before that leaves the
+event to the broker's retries. A job already ended is answered with an empty 202 (at-least-
+once delivery). Errors answer 5xx, which the broker retries; ``POST /dead-letter`` receives
+what it gave up on and marks the job failed with the reason. ``GET /health``, ``/metadata``.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import functions_framework
+from flask import Request, Response
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import Map, Rule
+
+from functions.async_worker import logic
+from functions.async_worker.settings import WorkerSettings
+from functions.core import events, transport
+from functions.core.catalog import InferenceRequestedData
+from functions.core.errors import ValidationFailed
+from functions.core.http import (
+    HttpApp,
+    framework_error,
+    json_response,
+    read_limited,
+    validate_model,
+)
+from functions.core.jobstore import open_store
+from functions.core.loading import ModelSlot
+from functions.core.logging import configure_logging
+from functions.core.settings import build_settings
+
+ROUTES = Map(
+    [
+        Rule("/", endpoint="on_inference_requested", methods=["POST"]),
+        Rule("/dead-letter", endpoint="on_dead_letter", methods=["POST"]),
+        Rule("/health", endpoint="health", methods=["GET"]),
+        Rule("/metadata", endpoint="metadata", methods=["GET"]),
+    ]
+)
+
+
+class WorkerService:
+    def __init__(self, settings: WorkerSettings) -> None:
+        self.settings = settings
+        self.store = open_store(settings.job_store_url, settings.job_ttl_seconds)
+        self.slot = ModelSlot(settings.model_name, functools.partial(logic.load, settings))
+        handlers = {rule.endpoint: getattr(self, rule.endpoint) for rule in ROUTES.iter_rules()}
+        self.app = HttpApp(ROUTES, handlers)
+
+    def _event(self, request: Request) -> tuple[events.CloudEvent, InferenceRequestedData]:
+        headers, body = dict(request.headers), read_limited(request, self.settings.max_body_bytes)
+        if transport.is_push(headers, body):
+            headers, body = transport.from_push(body)
+        event = events.parse(headers, body)
+        if event["type"] != events.INFERENCE_REQUESTED:
+            raise ValidationFailed(f"this subscriber takes {events.INFERENCE_REQUESTED}")
+        return event, validate_model(InferenceRequestedData, event.data)
+
+    def on_inference_requested(self, request: Request, rid: str) -> Response:
+        event, data = self._event(request)
+        job = self.store.get(data.job_id)
+        if job is None or job.seen_at(time.time()).status != "pending":
+            return Response(status=202)  # expired, or ended already: nothing left to do
+        model = self.slot.get()  # 503 while loading: the broker retries
+        raw = logic.input_bytes(data, self.store)
+        if raw is None:
+            self.store.finish(data.job_id, "failed", event["id"], reason="the input expired")
+            return Response(status=202)
+        result = model.label(data.job_id, raw)
+        self.store.finish(data.job_id, "done", event["id"], result=result.model_dump())
+        reply = events.make(
+            events.INFERENCE_COMPLETED,
+            f"/{self.settings.k_service}",
+            result.model_dump(),
+            id=f"{event['id']}-completed",  # a redelivery replies with the same id
+            **{events.JOB_ID: data.job_id},
+        )
+        headers, body = events.to_binary(reply)
+        return Response(body, status=200, headers={**headers, "X-Request-Id": rid})
+
+    def on_dead_letter(self, request: Request, rid: str) -> Response:
+        event, data = self._event(request)
+        reason = logic.dead_letter_reason(events.attributes(event))
+        self.store.finish(data.job_id, "failed", str(event["id"]), reason=reason)
+        return Response(status=202)
+
+    def health(self, request: Request, rid: str) -> Response:
+        self.slot.get()  # 503 until the model is loaded: readiness
+        return json_response({"health": "ok"}, rid)
+
+    def metadata(self, request: Request, rid: str) -> Response:
+        card = self.slot.get().card
+        meta = {"model": card.name, "version": card.version, "runtime": card.runtime}
+        return json_response(meta | {"task": card.task, "description": card.description}, rid)
+
+
+@functools.cache
+def service() -> WorkerService:
+    settings = build_settings(WorkerSettings)
+    configure_logging(settings.log_level, function="async_worker", model=settings.model_name)
+    return WorkerService(settings)
+
+
+functions_framework.errorhandler(HTTPException)(framework_error)
+
+
+@functions_framework.http
+def async_worker(request: Request) -> Response:
+    """Every path of the async worker; see ``ROUTES``."""
+    return service().app(request)
+
+
+def warm() -> None:
+    """Load and warm the slow model before taking traffic."""
+    service().slot.load()

@@ -1,0 +1,144 @@
+"""Entry point of the sync-async proxy: HTTP adapters only.
+
+``POST /predict`` (and ``GET /predict/test``) answer the fast model's label at once and
+queue the slow model's work as an ``inference.requested`` event; ``GET /job/<job_id>`` reads
+the job; ``/health``, ``/health/all``, ``/metadata``. See docs/sync-async.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import time
+
+import functions_framework
+from flask import Request, Response
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import Map, Rule
+
+from functions.core import transport
+from functions.core.cards import load_card
+from functions.core.client import call, pooled_client
+from functions.core.errors import BadRequest, FunctionError, NotFound, ServiceUnavailable
+from functions.core.http import HttpApp, framework_error, json_response, parse_model, read_body
+from functions.core.jobstore import open_store
+from functions.core.logging import configure_logging
+from functions.core.preprocessing import decode_base64
+from functions.core.settings import build_settings
+from functions.sync_async_proxy import logic
+from functions.sync_async_proxy.schemas import ImageRequest
+from functions.sync_async_proxy.settings import SyncAsyncSettings
+
+ROUTES = Map(
+    [
+        Rule("/health", endpoint="health", methods=["GET"]),
+        Rule("/health/all", endpoint="health_all", methods=["GET"]),
+        Rule("/metadata", endpoint="metadata", methods=["GET"]),
+        Rule("/predict", endpoint="predict", methods=["POST"]),
+        Rule("/predict/test", endpoint="predict_test", methods=["GET"]),
+        Rule("/job/<job_id>", endpoint="job", methods=["GET"]),
+    ],
+    strict_slashes=False,
+)
+
+
+class SyncAsyncService:
+    def __init__(self, settings: SyncAsyncSettings) -> None:
+        self.settings = settings
+        self.store = open_store(settings.job_store_url, settings.job_ttl_seconds)
+        self.events = transport.publisher(
+            settings.event_transport,
+            sink=settings.k_sink,
+            project=settings.pubsub_project,
+            topic=settings.pubsub_topic,
+        )
+        self.client = pooled_client(cluster_local_gateway=settings.cluster_local_gateway)
+        card = load_card(settings.model_cards, settings.fast_model)
+        assert card.sample is not None
+        assert card.sample.image is not None
+        self.sample = (settings.model_dir / card.sample.image).read_bytes()
+        handlers = {rule.endpoint: getattr(self, rule.endpoint) for rule in ROUTES.iter_rules()}
+        self.app = HttpApp(ROUTES, handlers)
+
+    def health(self, request: Request, rid: str) -> Response:
+        return json_response({"health": "ok"}, rid)
+
+    def health_all(self, request: Request, rid: str) -> Response:
+        fast = (self.settings.fast_model, self._health(self.settings.fast_url, rid))
+        slow = (self.settings.slow_model, self._health(self.settings.slow_url, rid))
+        body = logic.health_all(fast, slow, self.store.ping(), self.events.health())
+        return json_response(body, rid)
+
+    def metadata(self, request: Request, rid: str) -> Response:
+        fast = self._get(self.settings.fast_url + "/metadata", rid)
+        slow = self._get(self.settings.slow_url + "/metadata", rid)
+        return json_response({self.settings.fast_model: fast, self.settings.slow_model: slow}, rid)
+
+    def predict(self, request: Request, rid: str) -> Response:
+        image = parse_model(ImageRequest, read_body(request, self.settings.max_body_bytes))
+        return self._accept(decode_base64(image.image_data), rid, request)
+
+    def predict_test(self, request: Request, rid: str) -> Response:
+        return self._accept(self.sample, rid, request)
+
+    def job(self, request: Request, rid: str) -> Response:
+        job_id = str((request.view_args or {})["job_id"])
+        found = self.store.get(job_id)
+        if found is None:
+            raise NotFound(f"no job {job_id} (unknown, or its result expired)")
+        return json_response(logic.job_body(found, time.time(), self.settings.slow_model), rid)
+
+    def _accept(self, raw: bytes, rid: str, request: Request) -> Response:
+        """Fast answer first (its failure creates no job), then the job, then the event."""
+        s = self.settings
+        payload = {"image_data": base64.b64encode(raw).decode()}
+        answer = call(
+            "POST", s.fast_url + "/predict/label", rid, seconds=s.backend_timeout,
+            incoming=dict(request.headers), json=payload, client=self.client,
+        )  # fmt: skip
+        label = logic.fast_label(answer.status_code, logic.parse_json(answer.content))
+        job = logic.new_job(rid, s.fast_model, label, time.time(), s.job_deadline_seconds)
+        if not self.store.create(job):
+            raise BadRequest(f"job {rid} exists already: send a new X-Request-Id")
+        event, blob = logic.request_event(rid, raw, s.inline_max_bytes, f"/{s.k_service}")
+        try:
+            if blob is not None:
+                self.store.put_blob(rid, blob)
+            self.events.publish(event)
+        except ServiceUnavailable as e:
+            self.store.finish(rid, "failed", str(event["id"]), reason=f"not queued: {e.detail}")
+            raise
+        return json_response({"job_id": rid, s.fast_model: label}, rid)
+
+    def _health(self, url: str, rid: str) -> str:
+        try:
+            status = call("GET", url + "/health", rid, seconds=2.0, client=self.client)
+        except FunctionError as e:
+            return e.detail
+        return "ok" if status.status_code == 200 else f"answered {status.status_code}"
+
+    def _get(self, url: str, rid: str) -> object:
+        response = call("GET", url, rid, seconds=self.settings.backend_timeout, client=self.client)
+        if response.status_code != 200:
+            raise ServiceUnavailable(f"{url} answered {response.status_code}")
+        return logic.parse_json(response.content)
+
+
+@functools.cache
+def service() -> SyncAsyncService:
+    settings = build_settings(SyncAsyncSettings)
+    configure_logging(settings.log_level, function="sync_async_proxy")
+    return SyncAsyncService(settings)
+
+
+functions_framework.errorhandler(HTTPException)(framework_error)
+
+
+@functions_framework.http
+def sync_async(request: Request) -> Response:
+    """Every path of the sync-async proxy; see ``ROUTES``."""
+    return service().app(request)
+
+
+def warm() -> None:
+    service()

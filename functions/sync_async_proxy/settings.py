@@ -1,0 +1,41 @@
+"""Settings of the sync-async proxy."""
+
+from __future__ import annotations
+
+from typing import Self
+
+from pydantic import Field, model_validator
+
+from functions.core.settings import REPO_ROOT, BaseFunctionSettings
+from functions.core.transport import Transport
+
+DEFAULT_STORE = f"sqlite:///{REPO_ROOT / 'build' / 'jobs.sqlite3'}"
+
+
+class SyncAsyncSettings(BaseFunctionSettings):
+    fast_url: str = Field(
+        "http://imagenet.ml-serving.svc.cluster.local", description="the fast predictor"
+    )
+    slow_url: str = Field(
+        "http://async-worker.ml-serving.svc.cluster.local", description="the worker (health)"
+    )
+    fast_model: str = Field("efficientnet-lite0", description="card of the fast model")
+    slow_model: str = Field("efficientnet-lite2", description="card the worker serves")
+    backend_timeout: float = Field(10.0, gt=0, description="seconds a backend call may take")
+    job_store_url: str = Field(DEFAULT_STORE, description="sqlite:///path or redis://host/db")
+    job_ttl_seconds: float = Field(86400.0, gt=0, description="how long jobs are kept")
+    job_deadline_seconds: float = Field(
+        300.0, gt=0, description="a job pending longer reads as failed: timed out"
+    )
+    inline_max_bytes: int = Field(
+        128 * 1024, ge=0, description="larger inputs travel as a job store reference"
+    )
+    event_transport: Transport = Field("http", description="http (K_SINK) or pubsub")
+    pubsub_project: str | None = Field(None, description="Pub/Sub project (pubsub transport)")
+    pubsub_topic: str | None = Field(None, description="Pub/Sub topic (pubsub transport)")
+
+    @model_validator(mode="after")
+    def _transport_configured(self) -> Self:
+        if self.event_transport == "pubsub" and not (self.pubsub_project and self.pubsub_topic):
+            raise ValueError("EVENT_TRANSPORT=pubsub needs PUBSUB_PROJECT and PUBSUB_TOPIC")
+        return self

@@ -1,0 +1,119 @@
+"""Pure logic of the sync-async proxy and worker, and the Pub/Sub push conversion."""
+
+from __future__ import annotations
+
+import base64
+
+import orjson
+import pytest
+
+from functions.async_worker.logic import dead_letter_reason
+from functions.core import events, transport
+from functions.core.errors import NotFound, ServiceUnavailable, ValidationFailed
+from functions.core.jobstore import TIMED_OUT, Job
+from functions.sync_async_proxy import logic
+
+
+def test_fast_label_reads_the_predictor_answer() -> None:
+    body = {"job_id": "j", "prediction": {"label": "tabby", "proba": 0.5}}
+    assert logic.fast_label(200, body) == "tabby"
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [
+        (422, ValidationFailed),
+        (404, NotFound),
+        (500, ServiceUnavailable),
+        (503, ServiceUnavailable),
+    ],
+)
+def test_fast_errors_keep_4xx_and_make_5xx_unavailable(status: int, error: type) -> None:
+    with pytest.raises(error, match=f"answered {status}: broken"):
+        logic.fast_label(status, {"detail": "broken"})
+
+
+def test_a_200_that_is_not_a_label_is_unavailable() -> None:
+    with pytest.raises(ServiceUnavailable):
+        logic.fast_label(200, None)
+
+
+def test_small_inputs_travel_in_the_event_large_ones_by_reference() -> None:
+    event, blob = logic.request_event("j", b"x" * 30, 100, "/sync-async")
+    assert blob is None
+    assert event["type"] == events.INFERENCE_REQUESTED
+    assert event[events.JOB_ID] == "j"
+    assert event.data == {"job_id": "j", "image_data": base64.b64encode(b"x" * 30).decode()}
+    event, blob = logic.request_event("j", b"x" * 300, 100, "/sync-async")
+    assert blob == b"x" * 300
+    assert event.data == {"job_id": "j", "image_ref": "j"}
+
+
+def test_job_body_is_the_seed_shape_with_a_status() -> None:
+    job = logic.new_job("j", "lite0", "tabby", now=100.0, deadline=10.0)
+    body = logic.job_body(job, 105.0, "lite2")
+    assert body == {
+        "job_id": "j",
+        "j": {
+            "status": "pending",
+            "model": "lite2",
+            "prediction": None,
+            "fast": {"model": "lite0", "prediction": "tabby"},
+        },
+    }
+    assert logic.job_body(job, 111.0, "lite2")["j"]["status"] == "failed"
+    assert logic.job_body(job, 111.0, "lite2")["j"]["reason"] == TIMED_OUT
+
+
+def test_a_done_job_past_its_deadline_stays_done() -> None:
+    job = Job("j", 0.0, 1.0, {}, status="done", result={"prediction": "tiger cat"})
+    assert logic.job_body(job, 50.0, "lite2")["j"]["prediction"] == "tiger cat"
+
+
+def test_dead_letter_reason_decodes_the_broker_detail() -> None:
+    data = base64.b64encode(b"upstream\n  said no").decode()
+    reason = dead_letter_reason({"knativeerrorcode": "503", "knativeerrordata": data})
+    assert reason == "the worker failed after every retry (last status 503): upstream said no"
+    assert dead_letter_reason({}).endswith("(last status ?)")
+    assert dead_letter_reason({"knativeerrordata": "%%%"}).endswith("(last status ?)")
+
+
+def test_a_push_envelope_becomes_a_binary_event() -> None:
+    data = orjson.dumps({"job_id": "j"})
+    envelope = orjson.dumps(
+        {
+            "message": {
+                "data": base64.b64encode(data).decode(),
+                "attributes": {
+                    "ce-id": "1",
+                    "ce-type": events.INFERENCE_REQUESTED,
+                    "ce-source": "/s",
+                    "ce-specversion": "1.0",
+                    "content-type": "application/json",
+                    "other": "dropped",
+                },
+            },
+            "subscription": "projects/p/subscriptions/s",
+        }
+    )
+    assert transport.is_push({"Content-Type": "application/json"}, envelope)
+    headers, body = transport.from_push(envelope)
+    assert "other" not in headers
+    event = events.parse(headers, body)
+    assert (event["id"], event.data) == ("1", {"job_id": "j"})
+
+
+def test_a_binary_event_is_not_a_push() -> None:
+    headers, body = events.to_binary(events.make(events.INFERENCE_REQUESTED, "/s", {"a": 1}))
+    assert not transport.is_push(headers, body)
+
+
+def test_the_publisher_needs_its_settings() -> None:
+    with pytest.raises(ValueError, match="K_SINK"):
+        transport.publisher("http", sink=None, project=None, topic=None)
+    with pytest.raises(ValueError, match="project and a topic"):
+        transport.publisher("pubsub", sink="http://x", project="p", topic=None)
+    assert isinstance(
+        transport.publisher("http", sink="http://x", project=None, topic=None),
+        transport.HttpPublisher,
+    )
