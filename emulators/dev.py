@@ -102,7 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s platform | %(message)s")
     platform = Platform(args.knative, args.eventing, args.host, args.port, args.seed)
     sinks = sink_bindings(platform.resources(), platform.resolve)
-    launcher = Launcher(args.knative, dict(os.environ), sinks=sinks)
+    # Services calling others by their Knative URL (*.svc.cluster.local) reach them through
+    # the gateway, as through knative-local-gateway in a cluster (functions/core/client.py).
+    env = {**os.environ, "CLUSTER_LOCAL_GATEWAY": platform.gateway_url}
+    launcher = Launcher(args.knative, env, sinks=sinks)
     launcher.start()
     try:
         uvloop.run(serve(platform, launcher, args.host, args.port))

@@ -13,7 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from functions.core.errors import FunctionError, GatewayTimeout, ServiceUnavailable, error_for_status
+from functions.core.errors import (
+    FunctionError,
+    GatewayTimeout,
+    ServiceUnavailable,
+    error_for_status,
+)
 
 # Statuses that say the request was wrong, not the backend: passed on when all agree.
 CLIENT_ERRORS = frozenset({400, 413, 415, 422})
@@ -64,23 +69,21 @@ class Fanned:
     def require_answers(self) -> dict[str, Mapping[str, Any]]:
         """The answers, or the one problem that says why there are none."""
         answers = self.answers
-        if answers:
-            return answers
-        failures = list(self.failures.items())
+        if not answers:
+            raise self._no_answer()
+        return answers
+
+    def _no_answer(self) -> FunctionError:
+        failures = self.failures
         headers = self.headers()
-        first = failures[0][1]
-        if all(f.status == first.status and f.status in CLIENT_ERRORS for _, f in failures):
-            error = error_for_status(first.status, first.detail)
-            errors = (first.problem or {}).get("errors")
-            return _raise(type(error)(first.detail, errors=errors, headers=headers))
-        listed = [{"backend": n, **f.entry()} for n, f in failures]
-        cls = GatewayTimeout if all(f.reason == "timeout" for _, f in failures) else ServiceUnavailable
-        detail = f"none of the {len(failures)} backends answered"
-        return _raise(cls(detail, errors=listed, headers=headers))
-
-
-def _raise(error: FunctionError) -> dict[str, Mapping[str, Any]]:
-    raise error
+        first = next(iter(failures.values()))
+        if all(f.status == first.status and f.status in CLIENT_ERRORS for f in failures.values()):
+            cls = type(error_for_status(first.status, first.detail))
+            return cls(first.detail, errors=(first.problem or {}).get("errors"), headers=headers)
+        listed = [{"backend": n, **f.entry()} for n, f in failures.items()]
+        timeouts = all(f.reason == "timeout" for f in failures.values())
+        cls = GatewayTimeout if timeouts else ServiceUnavailable
+        return cls(f"none of the {len(failures)} backends answered", errors=listed, headers=headers)
 
 
 def merged(fanned: Fanned, field: str) -> dict[str, Any]:
@@ -102,15 +105,18 @@ def metadata(fanned: Fanned) -> dict[str, Any]:
 
 
 def best_label(fanned: Fanned) -> dict[str, Any]:
-    """The backend whose class-0 probability is highest names the label (per row)."""
+    """The backend whose class-0 probability is highest names the label (per row); call it
+    on ``with_probabilities(fanned)``."""
     answers = fanned.require_answers()
     rows = {n: _rows(body.get("prediction")) for n, body in answers.items()}
     count = min(len(r) for r in rows.values())
-    labels = [
-        max(({"proba": r[i][0], "label": n} for n, r in rows.items()), key=lambda x: x["proba"])
-        for i in range(count)
-    ]
-    prediction: Any = labels[0] if _one_row(next(iter(answers.values())).get("prediction")) else labels
+    labels = []
+    for i in range(count):
+        proba, label = max((r[i][0], n) for n, r in rows.items())
+        labels.append({"proba": proba, "label": label})
+    prediction: Any = (
+        labels[0] if _one_row(next(iter(answers.values())).get("prediction")) else labels
+    )
     return {"prediction": prediction, **fanned.errors()}
 
 
@@ -125,3 +131,18 @@ def _rows(prediction: Any) -> list[list[float]]:
     if isinstance(prediction, list) and all(isinstance(r, list) and r for r in prediction):
         return [[float(p) for p in r] for r in prediction]
     raise ValueError(f"not class probabilities: {type(prediction).__name__}")
+
+
+def with_probabilities(fanned: Fanned) -> Fanned:
+    """``fanned`` with every answer lacking class probabilities turned into a failure."""
+    return Fanned({n: _probabilities(o) for n, o in fanned.outcomes.items()})
+
+
+def _probabilities(outcome: Outcome) -> Outcome:
+    """An answer without class probabilities is a failure of that backend, not of the proxy."""
+    if isinstance(outcome, Answer):
+        try:
+            _rows(outcome.body.get("prediction"))
+        except (TypeError, ValueError) as e:
+            return Failure(502, "bad-answer", str(e))
+    return outcome

@@ -1,0 +1,118 @@
+"""Entry point of the fan-out proxy: HTTP adapters only.
+
+    functions-framework --source functions/fanout_proxy/main.py --target fanout
+with BACKENDS set (``name=URL,...``). Every backend is called at once; see docs/fanout.md
+for the endpoints and the shape of partial answers (``errors``, ``X-Answered``).
+"""
+
+from __future__ import annotations
+
+import functools
+from concurrent.futures import ThreadPoolExecutor
+
+import functions_framework
+from flask import Request, Response
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import Map, Rule
+
+from functions.core.client import PROPAGATED
+from functions.core.http import HttpApp, framework_error, json_response, parse_model, read_body
+from functions.core.logging import configure_logging
+from functions.core.settings import build_settings
+from functions.fanout_proxy import logic
+from functions.fanout_proxy.backends import Backends
+from functions.fanout_proxy.pool import ConnectionPool
+from functions.fanout_proxy.schemas import rows_request
+from functions.fanout_proxy.settings import FanoutSettings
+
+ROUTES = Map(
+    [
+        Rule("/health", endpoint="health", methods=["GET"]),
+        Rule("/health/all", endpoint="health_all", methods=["GET"]),
+        Rule("/metadata", endpoint="metadata", methods=["GET"]),
+        Rule("/predict", endpoint="predict", methods=["POST"]),
+        Rule("/predict/label", endpoint="predict_label", methods=["POST"]),
+        Rule("/predict/get/test", endpoint="predict_get_test", methods=["GET"]),
+        Rule("/predict/post/test", endpoint="predict_post_test", methods=["GET"]),
+    ],
+    strict_slashes=False,
+)
+
+
+class FanoutService:
+    """One per process: the backends, a thread pool and keep-alive connections to them."""
+
+    def __init__(self, settings: FanoutSettings) -> None:
+        self.settings = settings
+        self.connections = ConnectionPool(settings.max_connections, settings.cluster_local_gateway)
+        self.threads = ThreadPoolExecutor(settings.max_connections, thread_name_prefix="fanout")
+        self.backends = Backends(
+            settings.backends, settings.backend_timeout, self.connections, self.threads
+        )
+        self.request_model = rows_request(settings.max_batch_rows)
+        handlers = {rule.endpoint: getattr(self, rule.endpoint) for rule in ROUTES.iter_rules()}
+        self.app = HttpApp(ROUTES, handlers)
+
+    def close(self) -> None:
+        """Finish calls in flight and close the kept connections (tests; a worker just exits)."""
+        self.threads.shutdown(wait=True)
+        self.connections.close()
+
+    def health(self, request: Request, rid: str) -> Response:
+        return json_response({"health": "ok"}, rid)
+
+    def health_all(self, request: Request, rid: str) -> Response:
+        fanned = self.backends.each("GET", "/health", rid, _trace(request))
+        return json_response(logic.merged(fanned, "health"), rid, headers=fanned.headers())
+
+    def metadata(self, request: Request, rid: str) -> Response:
+        fanned = self.backends.each("GET", "/metadata", rid, _trace(request))
+        return json_response(logic.metadata(fanned), rid, headers=fanned.headers())
+
+    def predict(self, request: Request, rid: str) -> Response:
+        fanned = self.backends.each("POST", "/predict", rid, _trace(request), self._rows(request))
+        return json_response(logic.merged(fanned, "prediction"), rid, headers=fanned.headers())
+
+    def predict_label(self, request: Request, rid: str) -> Response:
+        fanned = self.backends.each("POST", "/predict", rid, _trace(request), self._rows(request))
+        fanned = logic.with_probabilities(fanned)
+        return json_response(logic.best_label(fanned), rid, headers=fanned.headers())
+
+    def predict_get_test(self, request: Request, rid: str) -> Response:
+        fanned = self.backends.each("GET", "/predict/test", rid, _trace(request))
+        return json_response(logic.merged(fanned, "prediction"), rid, headers=fanned.headers())
+
+    def predict_post_test(self, request: Request, rid: str) -> Response:
+        fanned = self.backends.each_with_sample(rid, _trace(request))
+        return json_response(logic.merged(fanned, "prediction"), rid, headers=fanned.headers())
+
+    def _rows(self, request: Request) -> object:
+        raw = read_body(request, self.settings.max_body_bytes)
+        return parse_model(self.request_model, raw).model_dump()
+
+
+def _trace(request: Request) -> dict[str, str]:
+    """The incoming W3C trace context, passed on unchanged to every backend."""
+    return {k: v for k in PROPAGATED if (v := request.headers.get(k))}
+
+
+@functools.cache
+def service() -> FanoutService:
+    """The process's service, built from the environment on first use (never at import)."""
+    settings = build_settings(FanoutSettings)
+    configure_logging(settings.log_level, function="fanout")
+    return FanoutService(settings)
+
+
+functions_framework.errorhandler(HTTPException)(framework_error)
+
+
+@functions_framework.http
+def fanout(request: Request) -> Response:
+    """Every path of the proxy; see ``ROUTES``."""
+    return service().app(request)
+
+
+def warm() -> None:
+    """Build the service (settings checked) before the worker takes traffic."""
+    service()

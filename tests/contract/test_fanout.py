@@ -1,0 +1,150 @@
+"""Contract of the fan-out proxy, in-process: the real app over real predictor apps served
+on loopback sockets (werkzeug), plus an address where nothing listens."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from functions.core.settings import REPO_ROOT
+from functions.fanout_proxy.schemas import FannedResponse, LabelResponse
+from tests.contract.test_predict_tabular import assert_problem
+from tests.helpers import PREDICT_SOURCE, free_port
+
+SOURCE = str(REPO_ROOT / "functions" / "fanout_proxy" / "main.py")
+SETOSA = [5.1, 3.5, 1.4, 0.2]
+
+
+@pytest.fixture(scope="module")
+def backends() -> Iterator[dict[str, str]]:
+    """Real predictors (the one-vs-rest cards) on loopback ports, in threads."""
+    import functions_framework
+
+    servers: list[BaseWSGIServer] = []
+    urls = {}
+    saved, main = dict(os.environ), sys.modules.get("main")
+    try:
+        for species in ("setosa", "virginica"):
+            os.environ["MODEL_NAME"] = f"iris-{species}"
+            app = functions_framework.create_app("predict", PREDICT_SOURCE)
+            sys.modules["main"].warm()
+            server = make_server("127.0.0.1", 0, app, threaded=True)
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            servers.append(server)
+            urls[species] = f"http://127.0.0.1:{server.server_port}"
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        if main is not None:
+            sys.modules["main"] = main
+    yield urls
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def proxy(backends: dict[str, str], **env: str) -> Iterator[FlaskClient]:
+    import functions_framework
+
+    pairs = ",".join(f"{name}={url}" for name, url in backends.items())
+    os.environ.update({"BACKENDS": pairs, "BACKEND_TIMEOUT": "5", **env})
+    app = functions_framework.create_app("fanout", SOURCE)
+    sys.modules["main"].warm()
+    service = sys.modules["main"].service()
+    yield app.test_client()
+    service.close()
+
+
+@pytest.fixture
+def fanout(backends: dict[str, str]) -> Iterator[FlaskClient]:
+    yield from proxy(backends)
+
+
+@pytest.fixture
+def half_down(backends: dict[str, str]) -> Iterator[FlaskClient]:
+    yield from proxy({**backends, "versicolor": f"http://127.0.0.1:{free_port()}"})
+
+
+@pytest.fixture
+def all_down() -> Iterator[FlaskClient]:
+    yield from proxy({n: f"http://127.0.0.1:{free_port()}" for n in ("a", "b")})
+
+
+def test_every_backend_answers_in_the_seeds_shape(fanout: FlaskClient) -> None:
+    response = fanout.post("/predict", json={"data": [SETOSA]}, headers={"X-Request-Id": "c-1"})
+    assert response.status_code == 200
+    assert response.headers["X-Answered"] == "2/2"
+    body = FannedResponse.model_validate(response.get_json())
+    assert body.job_id == "c-1"
+    assert body.errors is None
+    assert set(body.model_extra or {}) == {"setosa", "virginica"}
+    label = LabelResponse.model_validate(
+        fanout.post("/predict/label", json={"data": [SETOSA]}).get_json()
+    )
+    assert label.prediction.label == "setosa"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "path", ["/health/all", "/metadata", "/predict/get/test", "/predict/post/test"]
+)
+def test_the_seeds_get_endpoints(fanout: FlaskClient, path: str) -> None:
+    response = fanout.get(path)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.headers["X-Answered"] == "2/2"
+    assert response.get_json()["job_id"] == response.headers["X-Request-Id"]
+
+
+def test_a_backend_down_is_listed_under_errors(half_down: FlaskClient) -> None:
+    response = half_down.post("/predict/label", json={"data": [SETOSA]})
+    assert response.status_code == 200
+    assert response.headers["X-Answered"] == "2/3"
+    body = LabelResponse.model_validate(response.get_json())
+    assert body.errors is not None
+    assert body.errors["versicolor"].status == 503
+    assert body.errors["versicolor"].reason == "unavailable"
+
+
+def test_all_down_is_a_503_problem_with_every_reason(all_down: FlaskClient) -> None:
+    response = all_down.get("/health/all")
+    body = assert_problem(response, 503)
+    assert response.headers["X-Answered"] == "0/2"
+    assert [(e["backend"], e["reason"]) for e in body["errors"]] == [
+        ("a", "unavailable"),
+        ("b", "unavailable"),
+    ]
+
+
+def test_input_the_backends_refuse_is_their_422(fanout: FlaskClient) -> None:
+    body = assert_problem(fanout.post("/predict", json={"data": [[1.0, 2.0, 3.0]]}), 422)
+    assert body["errors"][0]["type"] == "too_short"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status"),
+    [
+        ({"data": b"{not json", "content_type": "application/json"}, 400),
+        ({"data": b"", "content_type": "application/json"}, 400),
+        ({"data": b'{"data": [[1, 2, 3, 4]]}', "content_type": "text/plain"}, 415),
+        ({"json": {"data": [["a", 2, 3, 4]]}}, 422),
+        ({"json": {"data": []}}, 422),
+        ({"json": {"rows": [[1, 2, 3, 4]]}}, 422),
+    ],
+)
+def test_bad_input_is_answered_without_calling_anyone(
+    all_down: FlaskClient, kwargs: dict[str, Any], status: int
+) -> None:
+    assert_problem(all_down.post("/predict/label", **kwargs), status)
+
+
+def test_unknown_route_and_wrong_method(all_down: FlaskClient) -> None:
+    assert_problem(all_down.get("/nope"), 404)
+    response = all_down.get("/predict")
+    assert_problem(response, 405)
+    assert response.headers["Allow"] == "POST"
