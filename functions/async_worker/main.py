@@ -21,6 +21,7 @@ from werkzeug.routing import Map, Rule
 from functions.async_worker import logic
 from functions.async_worker.settings import WorkerSettings
 from functions.core import events, transport
+from functions.core.cards import load_card
 from functions.core.catalog import InferenceRequestedData
 from functions.core.errors import ValidationFailed
 from functions.core.http import (
@@ -33,6 +34,7 @@ from functions.core.http import (
 from functions.core.jobstore import open_store
 from functions.core.loading import ModelSlot
 from functions.core.logging import configure_logging
+from functions.core.recording import observer
 from functions.core.settings import build_settings
 
 ROUTES = Map(
@@ -51,7 +53,9 @@ class WorkerService:
         self.store = open_store(settings.job_store_url, settings.job_ttl_seconds)
         self.slot = ModelSlot(settings.model_name, functools.partial(logic.load, settings))
         handlers = {rule.endpoint: getattr(self, rule.endpoint) for rule in ROUTES.iter_rules()}
-        self.app = HttpApp(ROUTES, handlers)
+        card = load_card(settings.model_cards, settings.model_name)
+        logged = {"on_inference_requested"}  # the slow model's prediction, in the log too
+        self.app = HttpApp(ROUTES, handlers, observer(settings, card.name, card.version, logged))
 
     def _event(self, request: Request) -> tuple[events.CloudEvent, InferenceRequestedData]:
         headers, body = dict(request.headers), read_limited(request, self.settings.max_body_bytes)

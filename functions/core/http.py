@@ -39,6 +39,7 @@ from functions.core.errors import (
 logger = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "X-Request-Id"
+RAW_BODY = "mlf.raw_body"  # where read_body leaves the body it read (for the prediction log)
 # Ids we accept from a client or Envoy: printable, bounded, safe to log and echo.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 _JSON_TYPE = re.compile(r"^application/([\w.\-]+\+)?json\s*(;|$)", re.IGNORECASE)
@@ -104,6 +105,7 @@ def read_limited(request: Request, max_bytes: int) -> bytes:
     raw: bytes = request.stream.read(max_bytes + 1)
     if len(raw) > max_bytes:
         raise PayloadTooLarge(f"body exceeds {max_bytes} bytes")
+    request.environ[RAW_BODY] = raw
     return raw
 
 

@@ -31,6 +31,10 @@ class BaseFunctionSettings(BaseSettings):
     k_service: str = Field("local", description="Knative Service name (set by Knative)")
     k_revision: str = Field("local", description="Knative Revision name (set by Knative)")
     k_sink: str | None = Field(None, description="where events go (a SinkBinding sets it)")
+    variant: str | None = Field(
+        None, description="A/B variant name, answered as `mode` and logged (default K_REVISION)"
+    )
+    route: str | None = Field(None, description="the route (e.g. ab-test) this Service serves")
     outbox_dir: Path = Field(REPO_ROOT / "build" / "outbox", description="durable event spool")
     outbox_max_bytes: int = Field(256 * 1024 * 1024, gt=0, description="spool bound on disk")
     outbox_sender: Literal["thread", "process"] = Field(

@@ -18,6 +18,7 @@ from werkzeug.routing import Map, Rule
 from functions.core.client import PROPAGATED
 from functions.core.http import HttpApp, framework_error, json_response, parse_model, read_body
 from functions.core.logging import configure_logging
+from functions.core.recording import observer
 from functions.core.settings import build_settings
 from functions.fanout_proxy import logic
 from functions.fanout_proxy.backends import Backends
@@ -51,7 +52,11 @@ class FanoutService:
         )
         self.request_model = rows_request(settings.max_batch_rows)
         handlers = {rule.endpoint: getattr(self, rule.endpoint) for rule in ROUTES.iter_rules()}
-        self.app = HttpApp(ROUTES, handlers)
+        # The proxy's own hop in the prediction log (the backends log theirs), same job_id.
+        logged = {"predict", "predict_label", "predict_get_test", "predict_post_test"}
+        self.app = HttpApp(
+            ROUTES, handlers, observer(settings, "fanout", settings.k_revision, logged)
+        )
 
     def close(self) -> None:
         """Finish calls in flight and close the kept connections (tests; a worker just exits)."""

@@ -16,20 +16,23 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
 
 from functions.core import metrics
-from functions.core.cards import load_card
+from functions.core.cards import ModelCard, load_card
 from functions.core.errors import ModelLoadError
 from functions.core.http import HttpApp, framework_error, json_response, parse_model, read_body
 from functions.core.loading import ModelSlot
 from functions.core.logging import configure_logging
 from functions.core.openapi import document
+from functions.core.recording import observer
 from functions.core.settings import SettingsError, build_settings
 from functions.predict import logic, oip
 from functions.predict.openapi import operations
-from functions.predict.recording import RAW_BODY, Recorder
 from functions.predict.schemas import ImageRequest
 from functions.predict.settings import PredictSettings
 
 _V2 = "/v2/models/<name>"
+LOGGED_ENDPOINTS = {
+    "predict", "predict_label", "predict_test", "predict_test_label", "v1_predict", "v2_infer",
+}  # fmt: skip
 ROUTES = Map(
     [
         Rule("/health", endpoint="health", methods=["GET"]),
@@ -70,27 +73,18 @@ class PredictService:
         except ModelLoadError as e:
             raise SettingsError(f"MODEL_NAME={settings.model_name!r}: {e.detail}") from e
         self.slot = ModelSlot(settings.model_name, functools.partial(logic.load, settings))
-        self.recorder = Recorder(settings, self.card) if settings.k_sink else None
         # Which model answered, on every response: routes that pick a model say so.
         model_headers = {"X-Model": self.card.name, "X-Model-Version": self.card.version}
-        self.app = HttpApp(ROUTES, self._handlers(), self._observe, model_headers)
+        observe = observer(
+            settings, self.card.name, self.card.version, LOGGED_ENDPOINTS, _labels(self.card)
+        )
+        self.app = HttpApp(ROUTES, self._handlers(), observe, model_headers)
 
     def _handlers(self) -> dict[str, Any]:
         return {rule.endpoint: getattr(self, rule.endpoint) for rule in ROUTES.iter_rules()}
 
-    def _observe(
-        self, request: Request, rid: str, endpoint: str, response: Response, seconds: float
-    ) -> None:
-        metrics.observe_request(
-            self.card.name, self.card.version, endpoint, response.status_code, seconds
-        )
-        if self.recorder is not None:
-            self.recorder.record(request, rid, endpoint, response, seconds)
-
     def _body(self, request: Request) -> bytes:
-        raw = read_body(request, self.settings.max_body_bytes)
-        request.environ[RAW_BODY] = raw  # for the prediction log
-        return raw
+        return read_body(request, self.settings.max_body_bytes)
 
     # -- the seeds' endpoints ------------------------------------------------------------
 
@@ -187,6 +181,11 @@ class PredictService:
         args = request.view_args or {}
         oip.check_name(model, str(args["name"]), self.settings.k_service, args.get("version"))
         return model
+
+
+def _labels(card: ModelCard) -> tuple[str, ...]:
+    """Label names known from the card alone (tabular): the log names the argmax with them."""
+    return card.labels.names if card.labels and card.labels.names else ()
 
 
 @functools.cache

@@ -13,7 +13,3 @@ class PredictSettings(BaseFunctionSettings):
     model_threads: int = Field(1, ge=1, le=64, description="intra-op threads of the runtime")
     max_batch_rows: int = Field(1024, ge=1, description="rows accepted in one request")
     top_k: int = Field(5, ge=1, le=100, description="labels listed by an image prediction")
-    variant: str | None = Field(
-        None, description="A/B variant name, answered as `mode` and logged (default K_REVISION)"
-    )
-    route: str | None = Field(None, description="the route (e.g. ab-test) this Service serves")

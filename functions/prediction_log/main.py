@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
 
-from functions.core import events, metrics
+from functions.core import events
 from functions.core.catalog import PredictionLogData
 from functions.core.errors import NotFound, ValidationFailed
 from functions.core.http import (
@@ -30,6 +30,7 @@ from functions.core.http import (
 )
 from functions.core.logging import configure_logging
 from functions.core.openapi import Operation, document
+from functions.core.recording import observer
 from functions.core.settings import build_settings
 from functions.prediction_log import abreport
 from functions.prediction_log.schemas import FeedbackRequest, LogsQuery, LogsResponse, ReportQuery
@@ -69,12 +70,7 @@ class LogService:
             else SqliteLogStore(settings.log_db)
         )
         handlers = {r.endpoint: getattr(self, r.endpoint) for r in ROUTES.iter_rules()}
-        self.app = HttpApp(ROUTES, handlers, self._observe)
-
-    def _observe(
-        self, request: Request, rid: str, endpoint: str, response: Response, seconds: float
-    ) -> None:
-        metrics.observe_request("prediction-log", "", endpoint, response.status_code, seconds)
+        self.app = HttpApp(ROUTES, handlers, observer(settings, "prediction-log", "1", set()))
 
     def on_prediction_logged(self, request: Request, rid: str) -> Response:
         event = events.parse(

@@ -24,6 +24,7 @@ from functions.core.http import HttpApp, framework_error, json_response, parse_m
 from functions.core.jobstore import open_store
 from functions.core.logging import configure_logging
 from functions.core.preprocessing import decode_base64
+from functions.core.recording import observer
 from functions.core.settings import build_settings
 from functions.sync_async_proxy import logic
 from functions.sync_async_proxy.schemas import ImageRequest
@@ -58,7 +59,10 @@ class SyncAsyncService:
         assert card.sample.image is not None
         self.sample = (settings.model_dir / card.sample.image).read_bytes()
         handlers = {rule.endpoint: getattr(self, rule.endpoint) for rule in ROUTES.iter_rules()}
-        self.app = HttpApp(ROUTES, handlers)
+        logged = {"predict", "predict_test"}  # the proxy's own hop in the prediction log
+        self.app = HttpApp(
+            ROUTES, handlers, observer(settings, "sync-async", settings.k_revision, logged)
+        )
 
     def health(self, request: Request, rid: str) -> Response:
         return json_response({"health": "ok"}, rid)

@@ -32,9 +32,9 @@ def platform(tmp_path: Path) -> Iterator[LocalPlatform]:
     (knative / "kustomization.yaml").write_text(
         yaml.safe_dump({"namespace": "t", "resources": services})
     )
-    for name in ("broker.yaml", "prediction-log.yaml"):
+    resources = ["broker.yaml", "sink-binding.yaml", "prediction-log.yaml"]
+    for name in resources:
         shutil.copy(REPO_ROOT / "eventing" / name, eventing)
-    resources = ["broker.yaml", "prediction-log.yaml"]
     (eventing / "kustomization.yaml").write_text(
         yaml.safe_dump({"namespace": "t", "resources": resources})
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 from collections import Counter
+from typing import Any
 
 import httpx
 import pytest
@@ -118,3 +119,34 @@ def test_forced_and_sticky_requests_are_marked_in_the_log(platform: str) -> None
 
         for job, expected in (("forced-1", "forced"), ("sticky-1", "sticky"), ("split-1", "split")):
             assert wait_for(lambda job=job: assignment(job), 30, f"{job} in the log") == expected
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "services"),
+    [
+        (
+            "POST",
+            "/fanout/predict",
+            {"data": [[5.1, 3.5, 1.4, 0.2]]},
+            {"fanout", "iris-setosa", "iris-versicolor", "iris-virginica"},
+        ),
+        ("GET", "/sync-async/predict/test", None, {"sync-async", "imagenet", "async-worker"}),
+    ],
+)
+def test_a_request_through_a_proxy_makes_one_record_per_hop(
+    platform: str, method: str, path: str, body: Any, services: set[str]
+) -> None:
+    rid = f"hops-{path.strip('/').replace('/', '-')}"
+    response = httpx.request(
+        method, f"{platform}{path}", json=body, headers={"X-Request-Id": rid}, timeout=30
+    )
+    assert response.status_code == 200
+
+    def hops() -> set[str] | None:
+        found = httpx.get(f"{platform}/prediction-log/logs", params={"job_id": rid}).json()[
+            "records"
+        ]
+        seen = {r["service"] for r in found}
+        return seen if seen >= services else None
+
+    assert wait_for(hops, 60, f"a record per hop of {path}") == services

@@ -41,14 +41,20 @@ def write_platform(root: Path, subscriber: dict[str, Any] | None = None) -> tupl
             {"namespace": "ml-serving", "resources": [f"services/{n}.yaml" for n in SERVICES]}
         )
     )
-    shutil.copy(REPO_ROOT / "eventing" / "broker.yaml", eventing)
+    for name in ("broker.yaml", "sink-binding.yaml"):
+        shutil.copy(REPO_ROOT / "eventing" / name, eventing)
     docs = list(yaml.safe_load_all((REPO_ROOT / "eventing" / "sync-async.yaml").read_text()))
     for doc in docs:
         if doc["kind"] == "Trigger" and subscriber is not None:
             doc["spec"]["subscriber"] = subscriber
     (eventing / "sync-async.yaml").write_text(yaml.safe_dump_all(docs))
     (eventing / "kustomization.yaml").write_text(
-        yaml.safe_dump({"namespace": "ml-serving", "resources": ["broker.yaml", "sync-async.yaml"]})
+        yaml.safe_dump(
+            {
+                "namespace": "ml-serving",
+                "resources": ["broker.yaml", "sink-binding.yaml", "sync-async.yaml"],
+            }
+        )
     )
     return knative, eventing
 

@@ -1,6 +1,8 @@
-"""Prediction log records: every prediction the predictor answers, as a ``prediction.logged``
-CloudEvent written to the outbox (off the critical path; see ``core.outbox``), plus one JSON
-log line with the job_id. Failed requests are recorded too, with their error.
+"""Prediction log records: every prediction a Service answers — a predictor, or a proxy for
+its own hop — as a ``prediction.logged`` CloudEvent written to the outbox (off the critical
+path; see ``core.outbox``), plus one JSON log line with the job_id. Failed requests are
+recorded too, with their error. A request through a proxy makes one record per hop, all
+linked by the job_id the proxy forwards.
 """
 
 from __future__ import annotations
@@ -8,34 +10,46 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from flask import Request, Response
 
-from functions.core.cards import ModelCard
+from functions.core import metrics
 from functions.core.events import JOB_ID, PREDICTION_LOGGED
+from functions.core.http import RAW_BODY
 from functions.core.outbox import Sender, Writer, http_sender
-from functions.predict.settings import PredictSettings
+from functions.core.settings import BaseFunctionSettings
 
 logger = logging.getLogger("predictions")
 
-LOGGED_ENDPOINTS = {
-    "predict", "predict_label", "predict_test", "predict_test_label", "v1_predict", "v2_infer",
-}  # fmt: skip
 ASSIGNMENT_HEADER = "X-AB-Assignment"  # set by the ab-test route's rules, never by clients
-RAW_BODY = "mlf.raw_body"  # where the adapter leaves the request body it read
 INLINE_INPUT_BYTES = 16 * 1024  # larger inputs are recorded by reference (sha256 and size)
 _ANSWER_KEYS = ("job_id", "model", "version", "is_outlier", "outlier_score")
 
 
 class Recorder:
-    def __init__(self, settings: PredictSettings, card: ModelCard) -> None:
+    """Records the predictions ``endpoints`` answer, as model ``model`` at ``version``."""
+
+    def __init__(
+        self,
+        settings: BaseFunctionSettings,
+        model: str,
+        version: str,
+        endpoints: set[str],
+        labels: tuple[str, ...] = (),
+    ) -> None:
         assert settings.k_sink is not None
-        self.card, self.settings = card, settings
+        self.settings, self.model, self.version, self.endpoints = (
+            settings,
+            model,
+            version,
+            endpoints,
+        )
         self.variant = settings.variant or settings.k_revision
-        self.labels = card.labels.names if card.labels and card.labels.names else ()
+        self.labels = labels
         self.outbox = Writer(settings.outbox_path(), settings.outbox_max_bytes)
         if settings.outbox_sender == "thread":  # no core.serve sender process: send from here
             Sender(settings.outbox_path(), http_sender(settings.k_sink)).start()
@@ -43,7 +57,7 @@ class Recorder:
     def record(
         self, request: Request, rid: str, endpoint: str, response: Response, seconds: float
     ) -> None:
-        if endpoint not in LOGGED_ENDPOINTS:
+        if endpoint not in self.endpoints:
             return
         answer = (
             orjson.loads(response.get_data())
@@ -57,8 +71,8 @@ class Recorder:
         data = {
             "job_id": rid,
             "service": self.settings.k_service,
-            "model": self.card.name,
-            "version": self.card.version,
+            "model": self.model,
+            "version": self.version,
             "variant": self.variant,
             "endpoint": endpoint,
             "status": response.status_code,
@@ -128,3 +142,27 @@ def _assignment(request: Request) -> str:
     """How an A/B request got here: the route's forcing rule or the sticky router say so."""
     given = request.headers.get(ASSIGNMENT_HEADER, "split").lower()
     return given if given in ("forced", "sticky") else "split"
+
+
+Observe = Callable[[Request, str, str, Response, float], None]
+
+
+def observer(
+    settings: BaseFunctionSettings,
+    model: str,
+    version: str,
+    endpoints: set[str],
+    labels: tuple[str, ...] = (),
+) -> Observe:
+    """What ``HttpApp`` calls after every request: the Prometheus metrics, and — when a
+    SinkBinding gave the Service a K_SINK — the prediction log record of ``endpoints``."""
+    recorder = Recorder(settings, model, version, endpoints, labels) if settings.k_sink else None
+
+    def observe(
+        request: Request, rid: str, endpoint: str, response: Response, seconds: float
+    ) -> None:
+        metrics.observe_request(model, version, endpoint, response.status_code, seconds)
+        if recorder is not None:
+            recorder.record(request, rid, endpoint, response, seconds)
+
+    return observe
