@@ -80,6 +80,9 @@ def problem_body(error: FunctionError, instance: str) -> dict[str, Any]:
         "status": error.status,
         "detail": error.detail,
         "instance": instance,
+        # The Open Inference Protocol's error member, so KServe and Triton clients read it too
+        # (RFC 9457 allows extension members).
+        "error": error.detail,
     }
     if error.errors is not None:
         body["errors"] = error.errors

@@ -84,10 +84,13 @@ def problem_response(error: FunctionError, rid: str) -> Response:
     return response
 
 
-def read_body(request: Request, max_bytes: int) -> bytes:
-    """The JSON request body, bounded by ``max_bytes``: 415, 413 or 400 when it is not usable."""
+def read_body(request: Request, max_bytes: int, *, untyped_is_json: bool = False) -> bytes:
+    """The JSON request body, bounded by ``max_bytes``: 415, 413 or 400 when it is not usable.
+
+    ``untyped_is_json`` takes a body sent with no Content-Type as JSON, as KServe does for
+    its protocols (stock V2 clients send none); a wrong type is still a 415."""
     content_type = request.headers.get("Content-Type", "")
-    if not _JSON_TYPE.match(content_type):
+    if not (_JSON_TYPE.match(content_type) or (untyped_is_json and not content_type)):
         raise UnsupportedMediaType(
             f"send the body as application/json (got {content_type or 'no content type'!r})",
             headers={"Accept-Post": "application/json"},

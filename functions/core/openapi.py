@@ -29,6 +29,7 @@ PROBLEM_SCHEMA: dict[str, Any] = {
         "status": {"type": "integer"},
         "detail": {"type": "string"},
         "instance": {"type": "string"},
+        "error": {"type": "string"},
         "errors": {"type": "array", "items": {"type": "object"}},
     },
 }

@@ -86,6 +86,9 @@ class PredictService:
     def _body(self, request: Request) -> bytes:
         return read_body(request, self.settings.max_body_bytes)
 
+    def _protocol_body(self, request: Request) -> bytes:
+        return read_body(request, self.settings.max_body_bytes, untyped_is_json=True)
+
     # -- the seeds' endpoints ------------------------------------------------------------
 
     def health(self, request: Request, rid: str) -> Response:
@@ -148,7 +151,7 @@ class PredictService:
 
     def v1_predict(self, request: Request, rid: str) -> Response:
         model = self._served(request)
-        body = parse_model(oip.V1PredictRequest, self._body(request))
+        body = parse_model(oip.V1PredictRequest, self._protocol_body(request))
         return json_response(oip.v1_predict(model, body), rid)
 
     def v2_server(self, request: Request, rid: str) -> Response:
@@ -170,7 +173,7 @@ class PredictService:
 
     def v2_infer(self, request: Request, rid: str) -> Response:
         model = self._served(request)
-        body = parse_model(oip.V2InferRequest, self._body(request))
+        body = parse_model(oip.V2InferRequest, self._protocol_body(request))
         return json_response(oip.infer(model, body, rid), rid)
 
     def _model_name(self, request: Request) -> str:

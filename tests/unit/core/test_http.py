@@ -84,6 +84,7 @@ def test_problem_shape() -> None:
         "status": 422,
         "detail": "bad",
         "instance": "rid",
+        "error": "bad",
         "errors": [{"loc": ["x"]}],
     }
     assert error_for_status(413, "x").status == 413
