@@ -2,8 +2,12 @@
 served over loopback HTTP by the production server, at concurrency 1 and 16.
 
 Numbers are reported as ratios to the floor measured in the same run, so they hold on a
-noisy machine. Environment: BENCH_SECONDS (per load run, default 5), BENCH_WORKERS (server
-workers for iris, default 2), BENCH_JSON (output, default build/bench/latest.json).
+noisy machine, and the peer (KServe, bench/peer.py) is measured interleaved with ours in the
+same run. Memory is the peak RSS and PSS of the server's process tree, sampled during its
+loads. Environment: BENCH_SECONDS (per load run, default 5), BENCH_WORKERS (server workers
+for iris, default 2), BENCH_ROUNDS (interleaved rounds against the peer, default 5),
+BENCH_PEER (0: leave the peer out), BENCH_SMOKE (1: iris only, one round, no peer: what CI
+runs), BENCH_JSON (output, default build/bench/latest.json).
 """
 
 from __future__ import annotations
@@ -16,14 +20,16 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench import peer  # noqa: E402
 from bench.load import Load, wrk  # noqa: E402
-from bench.procs import memory_mb, running  # noqa: E402
+from bench.procs import running  # noqa: E402
 from emulators.launcher import free_port  # noqa: E402
 from functions.core.cards import load_card  # noqa: E402
 from functions.core.preprocessing import decode_image, to_tensor  # noqa: E402
@@ -32,6 +38,9 @@ from functions.core.runtime import load_predictor  # noqa: E402
 MODELS = REPO / "build" / "models"
 SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
 WORKERS = os.environ.get("BENCH_WORKERS", "2")
+SMOKE = os.environ.get("BENCH_SMOKE", "0") == "1"
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1" if SMOKE else "5"))
+PEER = os.environ.get("BENCH_PEER", "0" if SMOKE else "1") == "1"
 IRIS_ROW = [[5.1, 3.5, 1.4, 0.2]]
 
 
@@ -53,6 +62,15 @@ class Result:
     c16: Load | None = None
     rss_mb: float = 0.0
     pss_mb: float = 0.0
+    group: str = ""  # rows of one group print under its title
+
+    def to_json(self) -> dict[str, Any]:
+        assert self.c1
+        assert self.c16
+        return asdict(self) | {
+            "rps": self.c16.rps,
+            "c1_p50_over_floor": self.c1.p50_ms / self.floor_p50_ms,
+        }
 
 
 def floor_ms(model: str, threads: int, seconds: float) -> float:
@@ -98,9 +116,10 @@ def serve(case: Case, port: int, body_file: Path) -> Result:
     command = [sys.executable, "-m", "functions.core.serve"]
     with running(command, env, f"{url}/v2/health/ready", REPO) as pid:
         wrk(f"{url}/predict", 4, 1, body_file)  # warm the connections and caches
-        result.c1 = wrk(f"{url}/predict", 1, SECONDS, body_file)
-        result.c16 = wrk(f"{url}/predict", 16, SECONDS, body_file)
-        result.rss_mb, result.pss_mb = memory_mb(pid)
+        with peer.PeakMemory(pid) as peak:
+            result.c1 = wrk(f"{url}/predict", 1, SECONDS, body_file)
+            result.c16 = wrk(f"{url}/predict", 16, SECONDS, body_file)
+        result.rss_mb, result.pss_mb = peak.rss_mb, peak.pss_mb
     return result
 
 
@@ -193,47 +212,113 @@ def logging_on_off(workers: str, body_file: Path) -> list[Result]:
 
 def table(results: list[Result]) -> str:
     head = (
-        f"{'case':<26}{'floor p50':>10}{'c1 p50':>9}{'c1 p99':>9}{'c1/floor':>9}"
+        f"{'case':<30}{'floor p50':>10}{'c1 p50':>9}{'c1 p99':>9}{'c1/floor':>9}"
         f"{'c16 rps':>9}{'c16 p50':>9}{'c16 p99':>9}{'RSS MB':>8}{'PSS MB':>8}"
     )
     lines = [head, "-" * len(head)]
+    group = ""
     for r in results:
         assert r.c1
         assert r.c16
+        if r.group != group:
+            group = r.group
+            lines.append(f"-- {group}")
+        memory = f"{r.rss_mb:>8.0f}{r.pss_mb:>8.0f}" if r.rss_mb else f"{'-':>8}{'-':>8}"
+        errors = f"  ({r.c1.errors + r.c16.errors} errors)" if r.c1.errors + r.c16.errors else ""
         lines.append(
-            f"{r.case:<26}{r.floor_p50_ms:>10.3f}{r.c1.p50_ms:>9.3f}{r.c1.p99_ms:>9.3f}"
+            f"{r.case:<30}{r.floor_p50_ms:>10.3f}{r.c1.p50_ms:>9.3f}{r.c1.p99_ms:>9.3f}"
             f"{r.c1.p50_ms / r.floor_p50_ms:>9.1f}{r.c16.rps:>9.0f}{r.c16.p50_ms:>9.2f}"
-            f"{r.c16.p99_ms:>9.2f}{r.rss_mb:>8.0f}{r.pss_mb:>8.0f}"
+            f"{r.c16.p99_ms:>9.2f}{memory}{errors}"
         )
-    lines.append("(milliseconds; c1/floor = served c1 p50 over the in-process floor)")
+    lines.append(
+        "(milliseconds; c1/floor = served c1 p50 over the in-process floor; memory = peak of"
+        " the server's process tree during its loads, PSS counting shared pages once)"
+    )
     return "\n".join(lines)
 
 
-def main() -> int:
-    cat = base64.b64encode((MODELS / "samples" / "cat.png").read_bytes()).decode()
-    cases = [
-        Case(f"iris-svc ({WORKERS} workers)", "iris-svc", 1, WORKERS, {"data": IRIS_ROW}),
-        Case("efficientnet-lite0 onnx", "efficientnet-lite0", 2, "1", {"image_data": cat}),
-        Case("efficientnet-lite0 tflite", "efficientnet-lite0-tflite", 2, "1", {"image_data": cat}),
+def peer_rows(floor: float) -> tuple[list[Result], peer.Comparison]:
+    """The peer comparison's rows: medians over the interleaved rounds."""
+    skip = "BENCH_SMOKE=1" if SMOKE else "BENCH_PEER=0"
+    comparison = peer.compare(SECONDS, WORKERS, ROUNDS, PEER, skip)
+    group = (
+        f"peer, same run: iris-svc, {WORKERS} worker processes each, median of "
+        f"{ROUNDS} interleaved round{'s' if ROUNDS > 1 else ''}"
+        + (f", {comparison.peer.note}" if comparison.peer.python else "")
+    )
+    rows = [
+        Result(t.name, floor, t.median(t.c1), t.median(t.c16), t.rss_mb, t.pss_mb, group)
+        for t in comparison.targets
     ]
+    return rows, comparison
+
+
+def main() -> int:
+    started, load_start = time.monotonic(), peer.os_load()
+    print(
+        f"bench: {SECONDS:g} s per load, {os.cpu_count()} CPUs, load average {load_start}"
+        + (" (smoke: iris only)" if SMOKE else "")
+        + ("" if PEER else " (no peer)"),
+        flush=True,
+    )
+    cases = [Case(f"iris-svc ({WORKERS} workers)", "iris-svc", 1, WORKERS, {"data": IRIS_ROW})]
+    if not SMOKE:
+        cat = base64.b64encode((MODELS / "samples" / "cat.png").read_bytes()).decode()
+        cases += [
+            Case("efficientnet-lite0 onnx", "efficientnet-lite0", 2, "1", {"image_data": cat}),
+            Case(
+                "efficientnet-lite0 tflite",
+                "efficientnet-lite0-tflite",
+                2,
+                "1",
+                {"image_data": cat},
+            ),
+        ]
     out = Path(os.environ.get("BENCH_JSON", REPO / "build" / "bench" / "latest.json"))
     out.parent.mkdir(parents=True, exist_ok=True)
     results = []
+    summary: dict[str, Any] = {}
     for i, case in enumerate(cases):
         print(f"measuring {case.name} ...", flush=True)
         results.append(serve(case, free_port(), out.with_suffix(f".body{i}.json")))
-    print("measuring prediction logging off / on / off ...", flush=True)
-    logged = logging_on_off(WORKERS, out.with_suffix(".body-log.json"))
-    results.extend(logged)
-    print("measuring iris through the local gateway ...", flush=True)
-    results.extend(through_gateway(WORKERS, out.with_suffix(".body-gw.json")))
+        results[-1].group = "predictor, production server (functions.core.serve)"
+    if not SMOKE:
+        print("measuring prediction logging off / on / off ...", flush=True)
+        logged = logging_on_off(WORKERS, out.with_suffix(".body-log.json"))
+        for row in logged:
+            row.group = "prediction logging (iris-svc)"
+        results.extend(logged)
+        print("measuring iris through the local gateway ...", flush=True)
+        hops = through_gateway(WORKERS, out.with_suffix(".body-gw.json"))
+        for row in hops:
+            row.group = "local gateway (iris-svc; c1: best of 2)"
+        results.extend(hops)
+    print("measuring ours beside the peer (KServe), interleaved ...", flush=True)
+    rows, comparison = peer_rows(results[0].floor_p50_ms)
+    results.extend(rows)
     print(table(results))
-    gw_cost = results[-1].c1.p50_ms - results[-2].c1.p50_ms  # type: ignore[union-attr]
-    print(f"gateway hop at c1: +{gw_cost:.3f} ms p50")
-    off = (logged[0].c16.rps + logged[3].c16.rps) / 2  # type: ignore[union-attr]
-    for row in logged[1:3]:
-        print(f"{row.case}: {row.c16.rps / off:.2f}x the rps of logging off at c16")  # type: ignore[union-attr]
-    out.write_text(json.dumps([asdict(r) for r in results], indent=2))
+    if not SMOKE:
+        gw_cost = hops[1].c1.p50_ms - hops[0].c1.p50_ms  # type: ignore[union-attr]
+        print(f"gateway hop at c1: +{gw_cost:.3f} ms p50")
+        off = (logged[0].c16.rps + logged[3].c16.rps) / 2  # type: ignore[union-attr]
+        for row in logged[1:3]:
+            print(f"{row.case}: {row.c16.rps / off:.2f}x the rps of logging off at c16")  # type: ignore[union-attr]
+        summary["gateway_hop_c1_p50_ms"] = gw_cost
+        summary["logging_rps_vs_off"] = {r.case: r.c16.rps / off for r in logged[1:3]}  # type: ignore[union-attr]
+    for line in peer.summary(comparison):
+        print(line)
+    load_end = peer.os_load()
+    print(f"load average at the end {load_end}; {time.monotonic() - started:.0f} s in all")
+    report = {
+        "seconds_per_load": SECONDS,
+        "smoke": SMOKE,
+        "cpus": os.cpu_count(),
+        "load_average": {"start": load_start, "end": load_end},
+        "cases": [r.to_json() for r in results],
+        **summary,
+        "peer": peer.to_json(comparison),
+    }
+    out.write_text(json.dumps(report, indent=2))
     print(f"written to {out}")
     return 0
 
