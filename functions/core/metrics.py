@@ -7,7 +7,9 @@ all workers; otherwise the process-local registry is exposed.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -30,12 +32,24 @@ ERRORS = Counter(
 LATENCY = Histogram("mlf_request_duration_seconds", "Time to answer", _LABELS, buckets=_BUCKETS)
 
 
-def observe_request(model: str, version: str, endpoint: str, status: int, seconds: float) -> None:
+@functools.cache
+def _children(model: str, version: str, endpoint: str, status: int) -> tuple[Any, Any, Any]:
+    """The labelled series of one (model, endpoint, status): looked up once, not per request."""
     code = str(status)
-    REQUESTS.labels(model, version, endpoint, code).inc()
-    if status >= 400:
-        ERRORS.labels(model, version, endpoint, code).inc()
-    LATENCY.labels(model, version, endpoint).observe(seconds)
+    errors = ERRORS.labels(model, version, endpoint, code) if status >= 400 else None
+    return (
+        REQUESTS.labels(model, version, endpoint, code),
+        errors,
+        LATENCY.labels(model, version, endpoint),
+    )
+
+
+def observe_request(model: str, version: str, endpoint: str, status: int, seconds: float) -> None:
+    requests, errors, latency = _children(model, version, endpoint, status)
+    requests.inc()
+    if errors is not None:
+        errors.inc()
+    latency.observe(seconds)
 
 
 def exposition(multiproc_dir: Path | None) -> tuple[bytes, str]:

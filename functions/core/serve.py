@@ -28,16 +28,39 @@ from functions.core.settings import BaseFunctionSettings, build_settings
 
 
 def app_factory() -> Any:
-    """Called by granian in every worker: the Flask app, with its model already warm."""
+    """Called by granian in every worker: the function's WSGI app, its model already warm."""
     import functions_framework
 
-    app = functions_framework.create_app(  # type: ignore[no-untyped-call]
-        os.environ["FUNCTION_TARGET"], os.environ["FUNCTION_SOURCE"]
-    )
-    warm = getattr(sys.modules.get("main"), "warm", None)
+    target = os.environ["FUNCTION_TARGET"]
+    app = functions_framework.create_app(target, os.environ["FUNCTION_SOURCE"])  # type: ignore[no-untyped-call]
+    module = sys.modules["main"]
+    warm = getattr(module, "warm", None)
     if warm is not None:
         warm()
-    return app
+    return direct(app, getattr(module, target))
+
+
+def direct(app: Any, function: Any) -> Any:
+    """A WSGI app that hands each request straight to the function.
+
+    functions-framework routes every path of an HTTP function to it through Flask's URL map,
+    request context and response hooks; our functions do their own routing and errors and
+    return a ``Response``, so that layer only costs time (~75 us of an iris prediction's
+    ~230 us in process). ``app`` (the framework's own) still builds any other return value,
+    so a function behaves here exactly as under the ``functions-framework`` command. (An
+    unread request body needs no draining: granian reads it off the connection itself.)
+    """
+    from flask import Request, Response
+
+    def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
+        request = Request(environ)
+        result = function(request)
+        if not isinstance(result, Response):
+            with app.app_context():
+                result = app.make_response(result)
+        return result(environ, start_response)
+
+    return wsgi
 
 
 def _metrics_dir(processes: int) -> None:

@@ -22,7 +22,11 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "emulators.dev", f"--port={port}", "--seed=1"]
     state = tmp_path_factory.mktemp("platform")  # stores and outboxes of this session only
-    env = {"LOG_DB": str(state / "log.sqlite3"), "OUTBOX_DIR": str(state / "outbox")}
+    env = {
+        "LOG_DB": str(state / "log.sqlite3"),
+        "OUTBOX_DIR": str(state / "outbox"),
+        "JOB_STORE_URL": f"sqlite://{state / 'jobs.sqlite3'}",
+    }
     with server(command, env, f"{url}/_routes"):
         for name in SERVICES:
             wait_for(

@@ -4,6 +4,7 @@ processes (the whole `make dev` platform), as declared in knative/routes/."""
 from __future__ import annotations
 
 import base64
+import uuid
 from collections import Counter
 from typing import Any
 
@@ -117,8 +118,10 @@ def test_forced_and_sticky_requests_are_marked_in_the_log(platform: str) -> None
             records = client.get("/prediction-log/logs", params={"job_id": job}).json()["records"]
             return records[0]["assignment"] if records else None
 
+        # The log is eventually consistent: a delivery the broker had to retry (a busy log
+        # Service) arrives after its backoff, 1 + 2 + 4 + ... seconds.
         for job, expected in (("forced-1", "forced"), ("sticky-1", "sticky"), ("split-1", "split")):
-            assert wait_for(lambda job=job: assignment(job), 30, f"{job} in the log") == expected
+            assert wait_for(lambda job=job: assignment(job), 90, f"{job} in the log") == expected
 
 
 @pytest.mark.parametrize(
@@ -136,7 +139,7 @@ def test_forced_and_sticky_requests_are_marked_in_the_log(platform: str) -> None
 def test_a_request_through_a_proxy_makes_one_record_per_hop(
     platform: str, method: str, path: str, body: Any, services: set[str]
 ) -> None:
-    rid = f"hops-{path.strip('/').replace('/', '-')}"
+    rid = f"hops-{uuid.uuid4()}"
     response = httpx.request(
         method, f"{platform}{path}", json=body, headers={"X-Request-Id": rid}, timeout=30
     )
@@ -149,4 +152,4 @@ def test_a_request_through_a_proxy_makes_one_record_per_hop(
         seen = {r["service"] for r in found}
         return seen if seen >= services else None
 
-    assert wait_for(hops, 60, f"a record per hop of {path}") == services
+    assert wait_for(hops, 90, f"a record per hop of {path}") == services
