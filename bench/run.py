@@ -293,6 +293,15 @@ def main() -> int:
         for row in hops:
             row.group = "local gateway (iris-svc; c1: best of 2)"
         results.extend(hops)
+        from bench import fanout, sync_async  # they import this module's helpers
+
+        print("measuring the fan-out proxy (1 and 3 backends) ...", flush=True)
+        fanned = fanout.fanout_rows(out.with_suffix(".body-fanout.json"))
+        for row in fanned:
+            row.group = "horizontal microservices: fan-out proxy (through the gateway)"
+        results.extend(fanned)
+        print("measuring sync-async ...", flush=True)
+        sync_rows = sync_async.measure(SECONDS)
     print("measuring ours beside the peer (KServe), interleaved ...", flush=True)
     rows, comparison = peer_rows(results[0].floor_p50_ms)
     results.extend(rows)
@@ -305,6 +314,10 @@ def main() -> int:
             print(f"{row.case}: {row.c16.rps / off:.2f}x the rps of logging off at c16")  # type: ignore[union-attr]
         summary["gateway_hop_c1_p50_ms"] = gw_cost
         summary["logging_rps_vs_off"] = {r.case: r.c16.rps / off for r in logged[1:3]}  # type: ignore[union-attr]
+    if not SMOKE:
+        print(fanout.summary(fanned))
+        print(sync_async.table(sync_rows))
+        summary["fanout_3_over_1"] = fanout.summary(fanned)
     for line in peer.summary(comparison):
         print(line)
     load_end = peer.os_load()

@@ -127,10 +127,11 @@ def _manifests(folder: Path) -> tuple[Path, Path]:
     (knative / "kustomization.yaml").write_text(
         yaml.safe_dump({"namespace": "bench", "resources": [f"{n}.yaml" for n in SERVICES]})
     )
-    for name in ("broker.yaml", "sync-async.yaml"):
+    resources = ["broker.yaml", "sink-binding.yaml", "sync-async.yaml"]
+    for name in resources:
         shutil.copy(REPO_ROOT / "eventing" / name, eventing)
     (eventing / "kustomization.yaml").write_text(
-        yaml.safe_dump({"namespace": "bench", "resources": ["broker.yaml", "sync-async.yaml"]})
+        yaml.safe_dump({"namespace": "bench", "resources": resources})
     )
     return knative, eventing
 

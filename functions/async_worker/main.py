@@ -34,6 +34,7 @@ from functions.core.http import (
 from functions.core.jobstore import open_store
 from functions.core.loading import ModelSlot
 from functions.core.logging import configure_logging
+from functions.core.openapi import Operation, document
 from functions.core.recording import observer
 from functions.core.settings import build_settings
 
@@ -47,6 +48,23 @@ ROUTES = Map(
 )
 
 
+OPENAPI = document(
+    "async-worker",
+    ROUTES,
+    {
+        "on_inference_requested": Operation(
+            "Run the slow model for an inference.requested CloudEvent (Trigger subscriber)",
+            request=InferenceRequestedData,
+        ),
+        "on_dead_letter": Operation(
+            "Mark a job failed with the broker's reason (dead-letter sink)"
+        ),
+        "health": Operation("Health (503 until the model is loaded)"),
+        "metadata": Operation("The slow model's metadata"),
+    },
+)
+
+
 class WorkerService:
     def __init__(self, settings: WorkerSettings) -> None:
         self.settings = settings
@@ -55,7 +73,8 @@ class WorkerService:
         handlers = {rule.endpoint: getattr(self, rule.endpoint) for rule in ROUTES.iter_rules()}
         card = load_card(settings.model_cards, settings.model_name)
         logged = {"on_inference_requested"}  # the slow model's prediction, in the log too
-        self.app = HttpApp(ROUTES, handlers, observer(settings, card.name, card.version, logged))
+        observe = observer(settings, card.name, card.version, logged)
+        self.app = HttpApp(ROUTES, handlers, observe, openapi=lambda: OPENAPI)
 
     def _event(self, request: Request) -> tuple[events.CloudEvent, InferenceRequestedData]:
         headers, body = dict(request.headers), read_limited(request, self.settings.max_body_bytes)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import functions_framework
 from flask import Request, Response
@@ -18,12 +19,13 @@ from werkzeug.routing import Map, Rule
 from functions.core.client import PROPAGATED
 from functions.core.http import HttpApp, framework_error, json_response, parse_model, read_body
 from functions.core.logging import configure_logging
+from functions.core.openapi import Operation, document
 from functions.core.recording import observer
 from functions.core.settings import build_settings
 from functions.fanout_proxy import logic
 from functions.fanout_proxy.backends import Backends
 from functions.fanout_proxy.pool import ConnectionPool
-from functions.fanout_proxy.schemas import rows_request
+from functions.fanout_proxy.schemas import FannedResponse, LabelResponse, rows_request
 from functions.fanout_proxy.settings import FanoutSettings
 
 ROUTES = Map(
@@ -54,8 +56,25 @@ class FanoutService:
         handlers = {rule.endpoint: getattr(self, rule.endpoint) for rule in ROUTES.iter_rules()}
         # The proxy's own hop in the prediction log (the backends log theirs), same job_id.
         logged = {"predict", "predict_label", "predict_get_test", "predict_post_test"}
-        self.app = HttpApp(
-            ROUTES, handlers, observer(settings, "fanout", settings.k_revision, logged)
+        observe = observer(settings, "fanout", settings.k_revision, logged)
+        self.app = HttpApp(ROUTES, handlers, observe, openapi=self._openapi)
+
+    def _openapi(self) -> dict[str, Any]:
+        body = self.request_model
+        return document(
+            "fanout",
+            ROUTES,
+            {
+                "health": Operation("Health of the proxy"),
+                "health_all": Operation("Health of every backend"),
+                "metadata": Operation("Metadata, with each backend's prediction sample"),
+                "predict": Operation(
+                    "Every backend's prediction", request=body, response=FannedResponse
+                ),
+                "predict_label": Operation("The best label", request=body, response=LabelResponse),
+                "predict_get_test": Operation("Every backend's prediction of its sample"),
+                "predict_post_test": Operation("Every backend's prediction of its sample, by POST"),
+            },
         )
 
     def close(self) -> None:

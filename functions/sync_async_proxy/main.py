@@ -23,6 +23,7 @@ from functions.core.errors import BadRequest, FunctionError, NotFound, ServiceUn
 from functions.core.http import HttpApp, framework_error, json_response, parse_model, read_body
 from functions.core.jobstore import open_store
 from functions.core.logging import configure_logging
+from functions.core.openapi import Operation, document
 from functions.core.preprocessing import decode_base64
 from functions.core.recording import observer
 from functions.core.settings import build_settings
@@ -30,6 +31,14 @@ from functions.sync_async_proxy import logic
 from functions.sync_async_proxy.schemas import ImageRequest
 from functions.sync_async_proxy.settings import SyncAsyncSettings
 
+OPERATIONS = {
+    "health": Operation("Health of the proxy"),
+    "health_all": Operation("Each model, the job store and the event sink: ok or the reason"),
+    "metadata": Operation("Both models' metadata"),
+    "predict": Operation("Fast answer now, a job for the slow model", request=ImageRequest),
+    "predict_test": Operation("The same with the sample image"),
+    "job": Operation("A job: pending, done or failed"),
+}
 ROUTES = Map(
     [
         Rule("/health", endpoint="health", methods=["GET"]),
@@ -41,6 +50,9 @@ ROUTES = Map(
     ],
     strict_slashes=False,
 )
+
+
+OPENAPI = document("sync-async", ROUTES, OPERATIONS)
 
 
 class SyncAsyncService:
@@ -60,9 +72,8 @@ class SyncAsyncService:
         self.sample = (settings.model_dir / card.sample.image).read_bytes()
         handlers = {rule.endpoint: getattr(self, rule.endpoint) for rule in ROUTES.iter_rules()}
         logged = {"predict", "predict_test"}  # the proxy's own hop in the prediction log
-        self.app = HttpApp(
-            ROUTES, handlers, observer(settings, "sync-async", settings.k_revision, logged)
-        )
+        observe = observer(settings, "sync-async", settings.k_revision, logged)
+        self.app = HttpApp(ROUTES, handlers, observe, openapi=lambda: OPENAPI)
 
     def health(self, request: Request, rid: str) -> Response:
         return json_response({"health": "ok"}, rid)
