@@ -136,9 +136,10 @@ class AppThread:
 
 class LocalPlatform:
     """What `make dev` runs (broker, one process per Service, gateway), assembled in-process
-    over the manifests in ``knative`` and ``eventing`` so a test can kill single processes."""
+    over the manifests in ``knative`` and ``eventing`` (None: no events) so a test can kill
+    single processes."""
 
-    def __init__(self, knative: Path, eventing: Path, env: Mapping[str, str]) -> None:
+    def __init__(self, knative: Path, eventing: Path | None, env: Mapping[str, str]) -> None:
         from emulators.broker import Broker, Topology, local_resolver, sink_bindings
         from emulators.gateway import Gateway
         from emulators.launcher import Launcher
@@ -150,7 +151,7 @@ class LocalPlatform:
         resolve = local_resolver(self.url, f"http://127.0.0.1:{broker_port}")
 
         def resources() -> list[Any]:
-            return load_kustomization(knative) + load_kustomization(eventing)
+            return load_kustomization(knative) + (load_kustomization(eventing) if eventing else [])
 
         broker = Broker(lambda: Topology.build(resources(), resolve), time_scale=0.2)
         self.broker = AppThread(broker.app(), port=broker_port)

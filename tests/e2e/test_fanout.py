@@ -9,21 +9,16 @@ behind an Istio VirtualService with ``fault.delay`` past the proxy's deadline.
 from __future__ import annotations
 
 import copy
-import os
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import yaml
 
-from emulators.gateway import Gateway
-from emulators.launcher import Launcher
-from emulators.manifests import REPO_ROOT, load_kustomization
-from emulators.routing import RouteTable
-from tests.helpers import AppThread, free_port
+from emulators.manifests import REPO_ROOT
+from tests.helpers import LocalPlatform
 
 pytestmark = pytest.mark.e2e
 SERVICES = REPO_ROOT / "knative" / "services"
@@ -63,30 +58,8 @@ def service(file: str, name: str | None = None, **env: str) -> dict[str, Any]:
     return doc
 
 
-class Platform:
-    """Launcher + gateway over ``folder``, as `make dev` runs them (no broker: no events)."""
-
-    def __init__(self, folder: Path) -> None:
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "CLUSTER_LOCAL_GATEWAY": self.url, "LOG_LEVEL": "WARNING"}
-        self.launcher = Launcher(folder, env, backoff=(0.2, 2.0))
-        self.launcher.start()
-        upstreams = {r.spec.revision: r.url for r in self.launcher.revisions.values()}
-        gateway = Gateway(lambda: RouteTable.build(load_kustomization(folder), upstreams), self.url)
-        self.gateway = AppThread(gateway.app(), port=port)
-        missing = self.launcher.wait_ready(120)
-        if missing:
-            self.stop()
-            raise AssertionError(f"not ready: {missing}")
-
-    def stop(self) -> None:
-        self.launcher.stop()
-        self.gateway.stop()
-
-
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform]:
     folder = tmp_path_factory.mktemp("fanout")
     fanout = service("fanout.yaml")
     backends = next(
@@ -117,7 +90,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     (folder / "kustomization.yaml").write_text(
         yaml.safe_dump({"namespace": "ml-serving", "resources": names})
     )
-    running = Platform(folder)
+    running = LocalPlatform(folder, None, {"LOG_LEVEL": "WARNING"})
     yield running
     running.stop()
 
@@ -126,7 +99,7 @@ def post(url: str, rows: list[list[float]], **headers: str) -> httpx.Response:
     return httpx.post(url, json={"data": rows}, headers=headers, timeout=10)
 
 
-def test_labels_of_the_three_species(platform: Platform) -> None:
+def test_labels_of_the_three_species(platform: LocalPlatform) -> None:
     for species, row in TYPICAL.items():
         response = post(f"{platform.url}/fanout/predict/label", [row], **{"X-Request-Id": "t-1"})
         assert response.status_code == 200
@@ -139,7 +112,7 @@ def test_labels_of_the_three_species(platform: Platform) -> None:
     assert [r["label"] for r in rows["prediction"]] == list(SPECIES)
 
 
-def test_each_backends_prediction_and_health(platform: Platform) -> None:
+def test_each_backends_prediction_and_health(platform: LocalPlatform) -> None:
     body = post(f"{platform.url}/fanout/predict", [TYPICAL["setosa"]]).json()
     assert set(body) == {"job_id", *SPECIES}
     assert body["setosa"]["prediction"][0] > 0.9 > body["virginica"]["prediction"][0]
@@ -149,7 +122,7 @@ def test_each_backends_prediction_and_health(platform: Platform) -> None:
     }
 
 
-def test_a_fourth_backend_from_the_manifests_alone_is_called(platform: Platform) -> None:
+def test_a_fourth_backend_from_the_manifests_alone_is_called(platform: LocalPlatform) -> None:
     response = httpx.get(f"{platform.url}/fanout-four/predict/get/test")
     assert response.headers["X-Answered"] == "4/4"
     body = response.json()
@@ -161,7 +134,7 @@ def test_a_fourth_backend_from_the_manifests_alone_is_called(platform: Platform)
 
 
 def test_a_backend_delayed_past_the_deadline_is_a_timeout_and_the_answer_is_on_time(
-    platform: Platform,
+    platform: LocalPlatform,
 ) -> None:
     started = time.monotonic()
     response = post(f"{platform.url}/fanout-slow/predict/label", [TYPICAL["versicolor"]])
@@ -176,7 +149,7 @@ def test_a_backend_delayed_past_the_deadline_is_a_timeout_and_the_answer_is_on_t
     assert body["prediction"]["label"] in {"setosa", "virginica"}  # decided among the rest
 
 
-def test_stopped_backends_give_partial_answers_then_503(platform: Platform) -> None:
+def test_stopped_backends_give_partial_answers_then_503(platform: LocalPlatform) -> None:
     """Last in the module: it stops backends for good."""
     platform.launcher.revisions["iris-virginica"].stop()
     row = [TYPICAL["virginica"]]
