@@ -7,26 +7,21 @@ marked ``X-AB-Assignment: sticky`` and with the same ``X-Request-Id``. ``GET /he
 
 from __future__ import annotations
 
-import functools
-
 import functions_framework
 import httpx
 from flask import Request, Response
-from werkzeug.exceptions import HTTPException
 
 from functions.ab_router.logic import assign
 from functions.ab_router.settings import RouterSettings, pairs
 from functions.core.client import forwarded_headers, pooled_client
+from functions.core.entry import lazy_service
 from functions.core.errors import BadRequest, FunctionError, GatewayTimeout, ServiceUnavailable
 from functions.core.http import (
-    framework_error,
     json_response,
     problem_response,
     read_limited,
     request_id,
 )
-from functions.core.logging import configure_logging
-from functions.core.settings import build_settings
 
 FORWARDED = ("Content-Type", "Accept")
 
@@ -80,14 +75,7 @@ class Router:
         return response
 
 
-@functools.cache
-def router() -> Router:
-    settings = build_settings(RouterSettings)
-    configure_logging(settings.log_level, function="ab_router")
-    return Router(settings)
-
-
-functions_framework.errorhandler(HTTPException)(framework_error)
+router = lazy_service(Router, RouterSettings, "ab_router")
 
 
 @functions_framework.http

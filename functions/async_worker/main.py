@@ -15,7 +15,6 @@ import time
 
 import functions_framework
 from flask import Request, Response
-from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
 
 from functions.async_worker import logic
@@ -23,20 +22,18 @@ from functions.async_worker.settings import WorkerSettings
 from functions.core import events, transport
 from functions.core.cards import load_card
 from functions.core.catalog import InferenceRequestedData
+from functions.core.entry import lazy_service
 from functions.core.errors import ValidationFailed
 from functions.core.http import (
     HttpApp,
-    framework_error,
     json_response,
     read_limited,
     validate_model,
 )
 from functions.core.jobstore import open_store
 from functions.core.loading import ModelSlot
-from functions.core.logging import configure_logging
 from functions.core.openapi import Operation, document
 from functions.core.recording import observer
-from functions.core.settings import build_settings
 
 ROUTES = Map(
     [
@@ -123,14 +120,9 @@ class WorkerService:
         return json_response(meta | {"task": card.task, "description": card.description}, rid)
 
 
-@functools.cache
-def service() -> WorkerService:
-    settings = build_settings(WorkerSettings)
-    configure_logging(settings.log_level, function="async_worker", model=settings.model_name)
-    return WorkerService(settings)
-
-
-functions_framework.errorhandler(HTTPException)(framework_error)
+service = lazy_service(
+    WorkerService, WorkerSettings, "async_worker", lambda s: {"model": s.model_name}
+)
 
 
 @functions_framework.http

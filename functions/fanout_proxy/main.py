@@ -7,21 +7,18 @@ for the endpoints and the shape of partial answers (``errors``, ``X-Answered``).
 
 from __future__ import annotations
 
-import functools
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import functions_framework
 from flask import Request, Response
-from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
 
 from functions.core.client import PROPAGATED
-from functions.core.http import HttpApp, framework_error, json_response, parse_model, read_body
-from functions.core.logging import configure_logging
+from functions.core.entry import lazy_service
+from functions.core.http import HttpApp, json_response, parse_model, read_body
 from functions.core.openapi import Operation, document
 from functions.core.recording import observer
-from functions.core.settings import build_settings
 from functions.fanout_proxy import logic
 from functions.fanout_proxy.backends import Backends
 from functions.fanout_proxy.pool import ConnectionPool
@@ -120,15 +117,7 @@ def _trace(request: Request) -> dict[str, str]:
     return {k: v for k in PROPAGATED if (v := request.headers.get(k))}
 
 
-@functools.cache
-def service() -> FanoutService:
-    """The process's service, built from the environment on first use (never at import)."""
-    settings = build_settings(FanoutSettings)
-    configure_logging(settings.log_level, function="fanout")
-    return FanoutService(settings)
-
-
-functions_framework.errorhandler(HTTPException)(framework_error)
+service = lazy_service(FanoutService, FanoutSettings, "fanout")
 
 
 @functions_framework.http

@@ -12,18 +12,17 @@ from typing import Any
 
 import functions_framework
 from flask import Request, Response
-from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
 
 from functions.core import metrics
 from functions.core.cards import ModelCard, load_card
+from functions.core.entry import lazy_service
 from functions.core.errors import ModelLoadError
-from functions.core.http import HttpApp, framework_error, json_response, parse_model, read_body
+from functions.core.http import HttpApp, json_response, parse_model, read_body
 from functions.core.loading import ModelSlot
-from functions.core.logging import configure_logging
 from functions.core.openapi import document
 from functions.core.recording import observer
-from functions.core.settings import SettingsError, build_settings
+from functions.core.settings import SettingsError
 from functions.predict import logic, oip
 from functions.predict.openapi import operations
 from functions.predict.schemas import ImageRequest
@@ -191,15 +190,9 @@ def _labels(card: ModelCard) -> tuple[str, ...]:
     return card.labels.names if card.labels and card.labels.names else ()
 
 
-@functools.cache
-def service() -> PredictService:
-    """The process's service, built from the environment on first use (never at import)."""
-    settings = build_settings(PredictSettings)
-    configure_logging(settings.log_level, function="predict", model=settings.model_name)
-    return PredictService(settings)
-
-
-functions_framework.errorhandler(HTTPException)(framework_error)
+service = lazy_service(
+    PredictService, PredictSettings, "predict", lambda s: {"model": s.model_name}
+)
 
 
 @functions_framework.http

@@ -7,31 +7,27 @@ a job's true label; ``GET /ab-report?route=`` compares a route's variants; ``GET
 
 from __future__ import annotations
 
-import functools
 from datetime import UTC, datetime
 
 import functions_framework
 from flask import Request, Response
 from pydantic import ValidationError
-from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
 
 from functions.core import events
 from functions.core.catalog import PredictionLogData
+from functions.core.entry import lazy_service
 from functions.core.errors import NotFound, ValidationFailed
 from functions.core.http import (
     HttpApp,
-    framework_error,
     json_response,
     parse_model,
     read_body,
     read_limited,
     validate_model,
 )
-from functions.core.logging import configure_logging
 from functions.core.openapi import Operation, document
 from functions.core.recording import observer
-from functions.core.settings import build_settings
 from functions.prediction_log import abreport
 from functions.prediction_log.schemas import FeedbackRequest, LogsQuery, LogsResponse, ReportQuery
 from functions.prediction_log.settings import LogSettings
@@ -123,14 +119,7 @@ class LogService:
         return json_response({"health": "ok"}, rid)
 
 
-@functools.cache
-def service() -> LogService:
-    settings = build_settings(LogSettings)
-    configure_logging(settings.log_level, function="prediction_log")
-    return LogService(settings)
-
-
-functions_framework.errorhandler(HTTPException)(framework_error)
+service = lazy_service(LogService, LogSettings, "prediction_log")
 
 
 @functions_framework.http

@@ -8,25 +8,22 @@ the job; ``/health``, ``/health/all``, ``/metadata``. See docs/sync-async.md.
 from __future__ import annotations
 
 import base64
-import functools
 import time
 
 import functions_framework
 from flask import Request, Response
-from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
 
 from functions.core import transport
 from functions.core.cards import load_card
 from functions.core.client import call, pooled_client
+from functions.core.entry import lazy_service
 from functions.core.errors import BadRequest, FunctionError, NotFound, ServiceUnavailable
-from functions.core.http import HttpApp, framework_error, json_response, parse_model, read_body
+from functions.core.http import HttpApp, json_response, parse_model, read_body
 from functions.core.jobstore import open_store
-from functions.core.logging import configure_logging
 from functions.core.openapi import Operation, document
 from functions.core.preprocessing import decode_base64
 from functions.core.recording import observer
-from functions.core.settings import build_settings
 from functions.sync_async_proxy import logic
 from functions.sync_async_proxy.schemas import ImageRequest
 from functions.sync_async_proxy.settings import SyncAsyncSettings
@@ -139,14 +136,7 @@ class SyncAsyncService:
         return logic.parse_json(response.content)
 
 
-@functools.cache
-def service() -> SyncAsyncService:
-    settings = build_settings(SyncAsyncSettings)
-    configure_logging(settings.log_level, function="sync_async_proxy")
-    return SyncAsyncService(settings)
-
-
-functions_framework.errorhandler(HTTPException)(framework_error)
+service = lazy_service(SyncAsyncService, SyncAsyncSettings, "sync_async_proxy")
 
 
 @functions_framework.http
