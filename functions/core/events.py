@@ -36,6 +36,7 @@ __all__ = [
     "CloudEvent",
     "attributes",
     "copy",
+    "from_structured",
     "is_event",
     "make",
     "parse",
@@ -66,6 +67,12 @@ def make(
     if not isinstance(data, bytes | None):
         attrs["datacontenttype"] = "application/json"
     return CloudEvent(attrs, data)
+
+
+def from_structured(event: Mapping[str, Any]) -> CloudEvent:
+    """A CloudEvent from its structured-mode JSON object (``data`` beside the attributes)."""
+    attrs = {k: v for k, v in event.items() if k not in ("data", "data_base64")}
+    return CloudEvent(attrs, event.get("data"))
 
 
 def copy(event: CloudEvent) -> CloudEvent:

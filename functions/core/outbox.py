@@ -31,6 +31,8 @@ from urllib.parse import urlsplit
 import orjson
 from prometheus_client import Counter, Gauge
 
+from functions.core.settings import BaseFunctionSettings, build_settings
+
 logger = logging.getLogger(__name__)
 
 EMITTED = Counter("mlf_events_emitted_total", "Events written to the outbox", ["type"])
@@ -193,6 +195,24 @@ def http_sender(url: str, timeout: float = 5.0) -> Send:
     return send
 
 
+def send_for(settings: BaseFunctionSettings) -> Send:
+    """The transport the settings select, as for every event: K_SINK over HTTP, or Pub/Sub."""
+    if settings.event_transport == "pubsub":
+        from functions.core import events
+        from functions.core.transport import publisher
+
+        topic = publisher(
+            "pubsub", sink=None, project=settings.pubsub_project, topic=settings.pubsub_topic
+        )
+
+        def publish(line: bytes) -> None:
+            topic.publish(events.from_structured(orjson.loads(line)))
+
+        return publish
+    assert settings.k_sink is not None
+    return http_sender(settings.k_sink)
+
+
 def _event_type(line: bytes) -> str:
     with contextlib.suppress(ValueError):
         return str(orjson.loads(line).get("type", ""))
@@ -220,7 +240,8 @@ def _spooled_bytes(directory: Path) -> int:
 
 
 def main() -> None:
-    """The sender as a process of its own: ``python -m functions.core.outbox DIR URL``.
+    """The sender as a process of its own (``python -m functions.core.outbox``), configured by
+    the same environment as the Service's workers (outbox directory, K_SINK or Pub/Sub).
 
     It stops when its standard input closes — its parent closed it after the workers had
     finished, or died — never on a signal: a SIGTERM sent to the whole process group must not
@@ -228,7 +249,8 @@ def main() -> None:
     import signal
     import sys
 
-    sender = Sender(Path(sys.argv[1]), http_sender(sys.argv[2]))
+    settings = build_settings(BaseFunctionSettings)
+    sender = Sender(settings.outbox_path(), send_for(settings))
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_IGN)
 

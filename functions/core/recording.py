@@ -20,7 +20,7 @@ from flask import Request, Response
 from functions.core import metrics
 from functions.core.events import JOB_ID, PREDICTION_LOGGED
 from functions.core.http import RAW_BODY
-from functions.core.outbox import Sender, Writer, http_sender
+from functions.core.outbox import Sender, Writer, send_for
 from functions.core.settings import BaseFunctionSettings
 
 logger = logging.getLogger("predictions")
@@ -41,7 +41,6 @@ class Recorder:
         endpoints: set[str],
         labels: tuple[str, ...] = (),
     ) -> None:
-        assert settings.k_sink is not None
         self.settings, self.model, self.version, self.endpoints = (
             settings,
             model,
@@ -52,7 +51,7 @@ class Recorder:
         self.labels = labels
         self.outbox = Writer(settings.outbox_path(), settings.outbox_max_bytes)
         if settings.outbox_sender == "thread":  # no core.serve sender process: send from here
-            Sender(settings.outbox_path(), http_sender(settings.k_sink)).start()
+            Sender(settings.outbox_path(), send_for(settings)).start()
 
     def record(
         self, request: Request, rid: str, endpoint: str, response: Response, seconds: float
@@ -155,8 +154,9 @@ def observer(
     labels: tuple[str, ...] = (),
 ) -> Observe:
     """What ``HttpApp`` calls after every request: the Prometheus metrics, and — when a
-    SinkBinding gave the Service a K_SINK — the prediction log record of ``endpoints``."""
-    recorder = Recorder(settings, model, version, endpoints, labels) if settings.k_sink else None
+    SinkBinding gave the Service a K_SINK, or events go to Pub/Sub — the prediction log record
+    of ``endpoints``."""
+    recorder = Recorder(settings, model, version, endpoints, labels) if settings.publishes else None
 
     def observe(
         request: Request, rid: str, endpoint: str, response: Response, seconds: float

@@ -76,15 +76,8 @@ def _metrics_dir(processes: int) -> None:
 def _outbox_sender(settings: BaseFunctionSettings) -> subprocess.Popen[bytes]:
     """One process sends the outbox every worker writes, so sending never competes with
     requests for a worker's GIL (see core.outbox)."""
-    assert settings.k_sink is not None
     os.environ["OUTBOX_SENDER"] = "process"
-    command = [
-        sys.executable,
-        "-m",
-        "functions.core.outbox",
-        str(settings.outbox_path()),
-        settings.k_sink,
-    ]
+    command = [sys.executable, "-m", "functions.core.outbox"]  # configured by the same env
     return subprocess.Popen(command, stdin=subprocess.PIPE)  # closing it stops the sender
 
 
@@ -102,8 +95,8 @@ def main(argv: list[str] | None = None) -> None:
     os.environ["FUNCTION_TARGET"] = args.target
     os.environ["FUNCTION_SOURCE"] = str(Path(args.source).resolve())
     settings = build_settings(BaseFunctionSettings)
-    _metrics_dir(args.workers + (settings.k_sink is not None))
-    sender = _outbox_sender(settings) if settings.k_sink else None
+    _metrics_dir(args.workers + settings.publishes)
+    sender = _outbox_sender(settings) if settings.publishes else None
     Granian(
         "functions.core.serve:app_factory",
         address=args.host,

@@ -7,9 +7,9 @@ factory, so a bad value stops the process with a message naming the variable.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal, Self, TypeVar
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -31,6 +31,11 @@ class BaseFunctionSettings(BaseSettings):
     k_service: str = Field("local", description="Knative Service name (set by Knative)")
     k_revision: str = Field("local", description="Knative Revision name (set by Knative)")
     k_sink: str | None = Field(None, description="where events go (a SinkBinding sets it)")
+    event_transport: Literal["http", "pubsub"] = Field(
+        "http", description="http (K_SINK) or pubsub"
+    )
+    pubsub_project: str | None = Field(None, description="Pub/Sub project (pubsub transport)")
+    pubsub_topic: str | None = Field(None, description="Pub/Sub topic (pubsub transport)")
     variant: str | None = Field(
         None, description="A/B variant name, answered as `mode` and logged (default K_REVISION)"
     )
@@ -46,6 +51,17 @@ class BaseFunctionSettings(BaseSettings):
     prometheus_multiproc_dir: Path | None = Field(
         None, description="shared metrics directory when several worker processes serve"
     )
+
+    @model_validator(mode="after")
+    def _transport_configured(self) -> Self:
+        if self.event_transport == "pubsub" and not (self.pubsub_project and self.pubsub_topic):
+            raise ValueError("EVENT_TRANSPORT=pubsub needs PUBSUB_PROJECT and PUBSUB_TOPIC")
+        return self
+
+    @property
+    def publishes(self) -> bool:
+        """Whether this Service has somewhere to send events (a K_SINK, or Pub/Sub)."""
+        return self.k_sink is not None or self.event_transport == "pubsub"
 
     def outbox_path(self) -> Path:
         """This Service's outbox (its workers write it, one sender drains it)."""

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Self
-
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from functions.core.settings import REPO_ROOT, BaseFunctionSettings
-from functions.core.transport import Transport
 
 DEFAULT_STORE = f"sqlite:///{REPO_ROOT / 'build' / 'jobs.sqlite3'}"
 
@@ -30,12 +27,3 @@ class SyncAsyncSettings(BaseFunctionSettings):
     inline_max_bytes: int = Field(
         128 * 1024, ge=0, description="larger inputs travel as a job store reference"
     )
-    event_transport: Transport = Field("http", description="http (K_SINK) or pubsub")
-    pubsub_project: str | None = Field(None, description="Pub/Sub project (pubsub transport)")
-    pubsub_topic: str | None = Field(None, description="Pub/Sub topic (pubsub transport)")
-
-    @model_validator(mode="after")
-    def _transport_configured(self) -> Self:
-        if self.event_transport == "pubsub" and not (self.pubsub_project and self.pubsub_topic):
-            raise ValueError("EVENT_TRANSPORT=pubsub needs PUBSUB_PROJECT and PUBSUB_TOPIC")
-        return self

@@ -52,6 +52,8 @@ def proxy(tmp_path: Path) -> Iterator[str]:
                 "name": subscriber.subscription_path(PROJECT, SUBSCRIPTION),
                 "topic": topic,
                 "push_config": {"push_endpoint": worker + "/"},
+                # As a Trigger's filter: the topic also carries the proxy's prediction logs.
+                "filter": 'attributes.ce-type = "dev.mlserving.inference.requested.v1"',
             }
         )
         subscriber.close()
@@ -82,3 +84,51 @@ def test_the_whole_flow_over_pubsub_ends_done(proxy: str) -> None:
     health = httpx.get(f"{proxy}/health/all").json()
     assert health["event_sink"] == "ok"
     assert health["efficientnet-lite2"] == "ok"
+
+
+def test_prediction_logs_travel_over_pubsub_too(tmp_path: Path) -> None:
+    """The same transport switch carries the prediction log: a predictor with
+    EVENT_TRANSPORT=pubsub publishes one prediction.logged message per prediction."""
+    with pubsub_emulator() as host, ExitStack() as stack:
+        os.environ["PUBSUB_EMULATOR_HOST"] = host
+        from google.cloud import pubsub_v1
+
+        publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+        topic = publisher.topic_path(PROJECT, "predictions")
+        publisher.create_topic(name=topic)
+        subscription = subscriber.subscription_path(PROJECT, "prediction-log")
+        subscriber.create_subscription(request={"name": subscription, "topic": topic})
+        iris = function(
+            stack, "iris", "functions/predict/main.py", "predict", MODEL_NAME="iris-svc",
+            EVENT_TRANSPORT="pubsub", PUBSUB_PROJECT=PROJECT, PUBSUB_TOPIC="predictions",
+            PUBSUB_EMULATOR_HOST=host, OUTBOX_DIR=str(tmp_path / "outbox"),
+        )  # fmt: skip
+        sent = {f"ps-{i}" for i in range(10)}
+        for rid in sent:
+            response = httpx.post(
+                f"{iris}/predict",
+                json={"data": [[5.1, 3.5, 1.4, 0.2]]},
+                headers={"X-Request-Id": rid},
+            )
+            assert response.status_code == 200
+        received: set[str] = set()
+
+        def pulled() -> bool | None:
+            reply = subscriber.pull(
+                request={"subscription": subscription, "max_messages": 50}, timeout=5
+            )
+            for message in reply.received_messages:
+                assert message.message.attributes["ce-type"] == "dev.mlserving.prediction.logged.v1"
+                received.add(message.message.attributes["ce-jobid"])
+            if reply.received_messages:
+                subscriber.acknowledge(
+                    request={
+                        "subscription": subscription,
+                        "ack_ids": [m.ack_id for m in reply.received_messages],
+                    }
+                )
+            return True if received >= sent else None
+
+        wait_for(pulled, 60, "the prediction logs on the Pub/Sub topic")
+        subscriber.close()
+        publisher.transport.close()
