@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.load import Load, wrk  # noqa: E402
-from bench.procs import memory_mb, running, tree_pids  # noqa: E402
+from bench.procs import dev_platform, memory_mb, running, tree_pids  # noqa: E402
 from bench.run import IRIS_ROW, SECONDS, Result, floor_ms, table  # noqa: E402
 from emulators.launcher import free_port  # noqa: E402
 
@@ -105,14 +105,7 @@ def fanout_rows(body_file: Path) -> list[Result]:
     body_file.write_text(json.dumps({"data": IRIS_ROW}))
     port = free_port()
     gateway = f"http://127.0.0.1:{port}"
-    command = [
-        sys.executable,
-        "-m",
-        "emulators.dev",
-        f"--knative={folder}",
-        f"--eventing={folder / 'none'}",
-        f"--port={port}",
-    ]
+    command = dev_platform(folder, folder / "none", port)
     floor = floor_ms("iris-setosa", 1, min(SECONDS, 3))
     urls = {row: f"{gateway}/{service}/predict" for row, service in services.items()}
     rows = {row: Result(row, floor) for row in urls}

@@ -5,12 +5,21 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+
+
+def dev_platform(knative: Path, eventing: Path, port: int) -> list[str]:
+    """The command running `make dev`'s platform over these manifests (``eventing`` may not exist)."""
+    return [
+        sys.executable, "-m", "emulators.dev",
+        f"--knative={knative}", f"--eventing={eventing}", f"--port={port}",
+    ]  # fmt: skip
 
 
 def tree_pids(root: int) -> list[int]:

@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 
 from bench import peer  # noqa: E402
 from bench.load import Load, wrk  # noqa: E402
-from bench.procs import running  # noqa: E402
+from bench.procs import dev_platform, running  # noqa: E402
 from emulators.launcher import free_port  # noqa: E402
 from functions.core.cards import load_card  # noqa: E402
 from functions.core.preprocessing import decode_image, to_tensor  # noqa: E402
@@ -135,14 +135,7 @@ def through_gateway(workers: str, body_file: Path) -> list[Result]:
     body_file.write_text(json.dumps({"data": IRIS_ROW}))
     port = free_port()
     gateway = f"http://127.0.0.1:{port}"
-    command = [
-        sys.executable,
-        "-m",
-        "emulators.dev",
-        f"--knative={folder}",
-        f"--eventing={folder / 'none'}",
-        f"--port={port}",
-    ]
+    command = dev_platform(folder, folder / "none", port)
     floor = floor_ms("iris-svc", 1, min(SECONDS, 3))
     direct, via = Result("iris direct (1 hop)", floor), Result("iris via gateway (2 hops)", floor)
     with running(

@@ -26,7 +26,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from bench.procs import running
+from bench.procs import dev_platform, running
 from emulators.launcher import free_port
 from functions.core.cards import load_card
 from functions.core.preprocessing import decode_image, to_tensor
@@ -142,14 +142,7 @@ def measure(seconds: float = 5.0) -> list[Row]:
     knative, eventing = _manifests(folder)
     port = free_port()
     gateway = f"http://127.0.0.1:{port}"
-    command = [
-        sys.executable,
-        "-m",
-        "emulators.dev",
-        f"--knative={knative}",
-        f"--eventing={eventing}",
-        f"--port={port}",
-    ]
+    command = dev_platform(knative, eventing, port)
     env = {
         "JOB_STORE_URL": f"sqlite:///{folder / 'jobs.sqlite3'}",
         "LOG_LEVEL": "WARNING",

@@ -42,7 +42,6 @@ ROUTES = Map(
         Rule("/predict/test", endpoint="predict_test", methods=["GET"]),
         Rule("/predict/test/label", endpoint="predict_test_label", methods=["GET"]),
         Rule("/metrics", endpoint="metrics", methods=["GET"]),
-        Rule("/openapi.json", endpoint="openapi", methods=["GET"]),
         Rule("/v1/models/<name>", endpoint="v1_model", methods=["GET"]),
         Rule("/v1/models/<name>:predict", endpoint="v1_predict", methods=["POST"]),
         Rule("/v2", endpoint="v2_server", methods=["GET"]),
@@ -77,7 +76,7 @@ class PredictService:
         observe = observer(
             settings, self.card.name, self.card.version, LOGGED_ENDPOINTS, _labels(self.card)
         )
-        self.app = HttpApp(ROUTES, self._handlers(), observe, model_headers)
+        self.app = HttpApp(ROUTES, self._handlers(), observe, model_headers, self._openapi)
 
     def _handlers(self) -> dict[str, Any]:
         return {rule.endpoint: getattr(self, rule.endpoint) for rule in ROUTES.iter_rules()}
@@ -132,11 +131,11 @@ class PredictService:
             return json_response(model.label_tensor(model.image_tensor(model.sample), rid), rid)
         return json_response(model.label_rows(model.sample, rid), rid)
 
-    def openapi(self, request: Request, rid: str) -> Response:
+    def _openapi(self) -> dict[str, Any]:
         model = self.slot.get()  # the request schema is the loaded card's (feature count)
-        body = model.request_model or ImageRequest
-        doc = document(f"predict: {self.card.name}", ROUTES, operations(body))
-        return json_response(doc, rid)
+        return document(
+            f"predict: {self.card.name}", ROUTES, operations(model.request_model or ImageRequest)
+        )
 
     def metrics(self, request: Request, rid: str) -> Response:
         body, content_type = metrics.exposition(self.settings.prometheus_multiproc_dir)

@@ -22,7 +22,6 @@ def operations(predict_body: type[BaseModel]) -> dict[str, Operation]:
         "predict_test": Operation("Predict the card's sample", response=Prediction),
         "predict_test_label": Operation("Top label of the card's sample", response=LabelPrediction),
         "metrics": Operation("Prometheus metrics", response_type="text/plain"),
-        "openapi": Operation("This document"),
         "v1_model": Operation("KServe V1 model status"),
         "v1_predict": Operation("KServe V1 predict", request=V1PredictRequest),
         "v2_server": Operation("Open Inference Protocol server metadata"),

@@ -43,7 +43,6 @@ OPERATIONS = {
     "feedback": Operation("Record a job's true label", request=FeedbackRequest),
     "ab_report": Operation("A/B figures and verdict of a route", query=ReportQuery),
     "health": Operation("Health"),
-    "openapi": Operation("This document"),
 }
 ROUTES = Map(
     [
@@ -52,9 +51,10 @@ ROUTES = Map(
         Rule("/feedback", endpoint="feedback", methods=["POST"]),
         Rule("/ab-report", endpoint="ab_report", methods=["GET"]),
         Rule("/health", endpoint="health", methods=["GET"]),
-        Rule("/openapi.json", endpoint="openapi", methods=["GET"]),
     ]
 )
+
+OPENAPI = document("prediction-log", ROUTES, OPERATIONS)
 
 
 class LogService:
@@ -66,7 +66,8 @@ class LogService:
             else SqliteLogStore(settings.log_db)
         )
         handlers = {r.endpoint: getattr(self, r.endpoint) for r in ROUTES.iter_rules()}
-        self.app = HttpApp(ROUTES, handlers, observer(settings, "prediction-log", "1", set()))
+        observe = observer(settings, "prediction-log", "1", set())
+        self.app = HttpApp(ROUTES, handlers, observe, openapi=lambda: OPENAPI)
 
     def on_prediction_logged(self, request: Request, rid: str) -> Response:
         event = events.parse(
@@ -111,9 +112,6 @@ class LogService:
             raise NotFound(f"no prediction logged for route {route!r}")
         truth = self.store.feedback(sorted({r["job_id"] for r in records}))
         return json_response(abreport.report(route, records, truth), rid)
-
-    def openapi(self, request: Request, rid: str) -> Response:
-        return json_response(document("prediction-log", ROUTES, OPERATIONS), rid)
 
     def health(self, request: Request, rid: str) -> Response:
         return json_response({"health": "ok"}, rid)
