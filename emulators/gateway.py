@@ -7,22 +7,32 @@ traffic split, tags, VirtualService rules, fault delay/abort and timeouts. Enfor
 ten times it, then 503) and ``timeoutSeconds`` (504). Passes ``X-Request-Id`` (making one
 when none came, as Envoy does) and ``traceparent`` through, re-reads the manifests when they
 change (``reload``, driven by ``manifests.watch``) without dropping requests, and lists its
-routes at ``GET /_routes``.
+routes at ``GET /_routes``. The path is routed and forwarded as it arrived, percent-encoding
+untouched, as Envoy does.
+
+Every answer of its own is a problem+json (``problems`` also shapes aiohttp's routing and
+body-limit errors and unexpected exceptions), with one exception: a request aiohttp's HTTP
+parser rejects (a control character in a header, a request line or header over 8190 bytes,
+an invalid method or version) is answered by aiohttp's protocol handler with a text/plain 400
+before any application code runs, and aiohttp offers no hook for it (aio-libs/aiohttp#3287).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from http import HTTPStatus
+from typing import Any, cast
 
 import aiohttp
 import orjson
 from aiohttp import web
+from yarl import URL
 
 from emulators.routing import Decision, KService, NoRoute, RouteTable
 from functions.core.errors import (
@@ -32,6 +42,7 @@ from functions.core.errors import (
     NotFound,
     ServiceUnavailable,
     error_for_status,
+    internal_error,
     problem_body,
 )
 
@@ -78,8 +89,10 @@ class Gateway:
         build_table: Callable[[], RouteTable],
         public_url: str,
         broker_url: str | None = None,
+        max_body_bytes: int = 256 * 1024 * 1024,  # the functions set their own limits
     ) -> None:
         self._build_table = build_table
+        self.max_body_bytes = max_body_bytes
         self.table = build_table()
         self.public_url, self.broker_url = public_url.rstrip("/"), broker_url
         self._breakers: dict[str, Breaker] = {}
@@ -90,9 +103,10 @@ class Gateway:
         self.table = self._build_table()
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=256 * 1024 * 1024)  # the functions set their limits
+        app = web.Application(client_max_size=self.max_body_bytes, middlewares=[problems])
         app.router.add_get("/_routes", self._routes)
-        app.router.add_route("*", "/{tail:.*}", self._forward)
+        # [\s\S], not ".": aiohttp matches the decoded path, in which a %0A is a newline.
+        app.router.add_route("*", r"/{tail:[\s\S]*}", self._forward)
         app.cleanup_ctx.append(self._lifecycle)
         return app
 
@@ -105,10 +119,10 @@ class Gateway:
     # -- forwarding ---------------------------------------------------------------------
 
     async def _forward(self, request: web.Request) -> web.StreamResponse:
-        rid = request.headers.get("X-Request-Id") or str(uuid.uuid4())
+        rid = request_id(request)
         try:
             headers = {k.lower(): v for k, v in request.headers.items()}
-            decision = self.table.decide(request.host, request.path, headers)
+            decision = self.table.decide(request.host, request.rel_url.raw_path, headers)
             return await self._send(request, decision, rid)
         except NoRoute as e:
             return problem(NotFound(str(e)), rid)
@@ -122,17 +136,14 @@ class Gateway:
         if decision.delay:
             await asyncio.sleep(decision.delay)
         if decision.abort is not None:
-            raise error_for_status(decision.abort, f"fault injected by {decision.route}")
+            raise http_error(decision.abort, f"fault injected by {decision.route}")
         replaced = HOP_BY_HOP | {"x-request-id"} | {name for name, _ in decision.set_headers}
         headers = {k: v for k, v in request.headers.items() if k.lower() not in replaced}
         headers["X-Request-Id"] = rid
         headers.update(decision.set_headers)  # the route's values win over the client's
         body = await request.read()
-        url = (
-            target.upstream
-            + decision.path
-            + (f"?{request.query_string}" if request.query_string else "")
-        )
+        query = request.rel_url.raw_query_string
+        url = URL(target.upstream + decision.path + (f"?{query}" if query else ""), encoded=True)
         assert self._session is not None
         async with self._breaker(decision.service).slot():
             try:
@@ -202,6 +213,48 @@ class Gateway:
                 ]
             services.append(entry)
         return {"services": services, "broker": {"url": self.broker_url}}
+
+
+def request_id(request: web.BaseRequest) -> str:
+    """The client's ``X-Request-Id``, else a new one (as Envoy makes one)."""
+    return request.headers.get("X-Request-Id") or str(uuid.uuid4())
+
+
+@web.middleware
+async def problems(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """aiohttp's own HTTP errors (no route, body over ``client_max_size``) and unexpected
+    exceptions as problems; an app (this gateway, the broker) lists it in ``middlewares``."""
+    try:
+        return await handler(request)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        allow = {k: v for k, v in e.headers.items() if k.lower() == "allow"}
+        error = http_error(e.status, e.text or e.reason)
+        error.headers.update(allow)
+        return problem(error, request_id(request))
+    except Exception:
+        logger.exception("unhandled error on %s %s", request.method, request.path)
+        return problem(internal_error(), request_id(request))
+
+
+def http_error(status: int, detail: str) -> FunctionError:
+    """The domain error answering ``status``; for a status none declares (a fault's 429 or
+    502), a problem that still carries that status rather than a 500."""
+    error = error_for_status(status, detail)
+    return error if error.status == status else _status_error(status)(detail)
+
+
+@functools.cache
+def _status_error(status: int) -> type[FunctionError]:
+    try:
+        title = HTTPStatus(status).phrase
+    except ValueError:
+        title = "HTTP error"
+    attributes = {"status": status, "slug": f"http-{status}", "title": title}
+    return cast(type[FunctionError], type(f"Http{status}", (FunctionError,), attributes))
 
 
 def problem(error: FunctionError, rid: str) -> web.Response:

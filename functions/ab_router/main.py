@@ -1,29 +1,48 @@
 """Entry point of the A/B router (Service ``ab-router``): HTTP adapters only.
 
 The ``ab-test`` route sends it every request that carries a user key (``X-User-Id``); it
-picks that user's variant (``logic.assign``) and forwards the request there unchanged,
-marked ``X-AB-Assignment: sticky`` and with the same ``X-Request-Id``. ``GET /health``.
+picks that user's variant (``logic.assign``) and forwards the request there unchanged, any
+path and method, marked ``X-AB-Assignment: sticky`` and with the same ``X-Request-Id``.
+Its own: ``GET /health`` and ``GET /openapi.json`` (see ``openapi.py``).
 """
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import functions_framework
 import httpx
 from flask import Request, Response
+from werkzeug.routing import BaseConverter, Map, Rule
 
 from functions.ab_router.logic import assign
+from functions.ab_router.openapi import openapi
 from functions.ab_router.settings import RouterSettings, pairs
 from functions.core.client import forwarded_headers, pooled_client
 from functions.core.entry import lazy_service
-from functions.core.errors import BadRequest, FunctionError, GatewayTimeout, ServiceUnavailable
-from functions.core.http import (
-    json_response,
-    problem_response,
-    read_limited,
-    request_id,
-)
+from functions.core.errors import BadRequest, GatewayTimeout, ServiceUnavailable
+from functions.core.http import HttpApp, json_response, read_limited
 
 FORWARDED = ("Content-Type", "Accept")
+PATH_SAFE = "/:@!$&'()*+,;="  # RFC 3986 pchar delimiters, kept as they are in a path
+
+
+class Everything(BaseConverter):
+    """Any path at all: empty, with ``//`` or a decoded newline (all are forwarded)."""
+
+    regex = r"[\s\S]*"
+    part_isolating = False
+    weight = 300
+
+
+ROUTES = Map(
+    [
+        Rule("/health", endpoint="health", methods=["GET"]),
+        Rule("/<everything:path>", endpoint="forward"),  # every method
+    ],
+    converters={"everything": Everything},
+    merge_slashes=False,
+)
 
 
 class Router:
@@ -32,33 +51,40 @@ class Router:
         self.urls = pairs(settings.variants)
         self.weights = [(name, int(w)) for name, w in pairs(settings.weights).items()]
         self.client = pooled_client(cluster_local_gateway=settings.cluster_local_gateway)
+        document = openapi(settings.user_header)
+        handlers = {"health": self.health, "forward": self.forward}
+        self.app = HttpApp(ROUTES, handlers, openapi=lambda: document)
 
-    def __call__(self, request: Request) -> Response:
-        rid = request_id(request)
-        try:
-            if request.path == "/health" and request.method == "GET":
-                return json_response({"health": "ok"}, rid)
-            key = request.headers.get(self.settings.user_header)
-            if not key:
-                raise BadRequest(f"the A/B router needs a {self.settings.user_header} header")
-            variant = assign(key, self.weights)
-            response = self._forward(request, rid, self.urls[variant])
-            response.headers["X-Variant"] = variant
-            return response
-        except FunctionError as e:
-            return problem_response(e, rid)
+    def health(self, request: Request, rid: str) -> Response:
+        return json_response({"health": "ok"}, rid)
+
+    def forward(self, request: Request, rid: str) -> Response:
+        key = request.headers.get(self.settings.user_header)
+        if not key:
+            raise BadRequest(f"the A/B router needs a {self.settings.user_header} header")
+        variant = assign(key, self.weights)
+        response = self._forward(request, rid, self.urls[variant])
+        response.headers["X-Variant"] = variant
+        return response
 
     def _forward(self, request: Request, rid: str, base: str) -> Response:
-        headers = forwarded_headers(rid, dict(request.headers))
+        # Keyed in lower case, as forwarded_headers looks up "traceparent" and "tracestate".
+        headers = forwarded_headers(rid, {k.lower(): v for k, v in request.headers.items()})
         headers.update({k: v for k in FORWARDED if (v := request.headers.get(k))})
         headers["X-AB-Assignment"] = "sticky"
         body = read_limited(request, self.settings.max_body_bytes)
+        # The server hands us the decoded path: encode it again, so that a "%3F" stays part
+        # of the path instead of starting a query. The query string is still the raw one.
+        url = base + quote(request.path, safe=PATH_SAFE)
+        if request.query_string:
+            url += "?" + request.query_string.decode("latin-1")
         try:
             upstream = self.client.request(
                 request.method,
-                base + request.full_path.rstrip("?"),
+                url,
                 content=body,
-                headers=headers,
+                # WSGI header values are latin-1 text; as bytes they go out as they came in.
+                headers={k.encode(): v.encode("latin-1", "replace") for k, v in headers.items()},
                 timeout=self.settings.deadline_seconds,
             )
         except httpx.TimeoutException as e:
@@ -80,8 +106,8 @@ router = lazy_service(Router, RouterSettings, "ab_router")
 
 @functions_framework.http
 def ab_router(request: Request) -> Response:
-    """Every path: forwarded to the user's variant."""
-    return router()(request)
+    """Every path: ``/health`` and ``/openapi.json`` answered here, the rest forwarded."""
+    return router().app(request)
 
 
 def warm() -> None:

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 from cloudevents.conversion import to_binary as _to_binary
 from cloudevents.exceptions import GenericException
 from cloudevents.http import CloudEvent, from_http
@@ -47,9 +48,20 @@ __all__ = [
 def parse(headers: Mapping[str, str], body: bytes) -> CloudEvent:
     """A CloudEvent from an HTTP message in binary or structured mode; 400 if it is not one."""
     try:
-        return from_http(dict(headers), body)
-    except GenericException as e:
+        return from_http(dict(headers), body, data_unmarshaller=_json_or_text)
+    except (GenericException, ValueError) as e:  # ValueError: a body that is not UTF-8
         raise BadRequest(f"not a valid CloudEvent: {e}") from e
+
+
+def _json_or_text(data: bytes | str | None) -> Any:
+    """Binary-mode data as the SDK reads it (JSON, else the text as is), parsed by orjson:
+    the SDK's stdlib ``json`` was a sixth of what a sink spent per event."""
+    if not data:
+        return data
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return data
 
 
 def is_event(headers: Mapping[str, str]) -> bool:

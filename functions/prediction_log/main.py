@@ -7,6 +7,7 @@ a job's true label; ``GET /ab-report?route=`` compares a route's variants; ``GET
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 
 import functions_framework
@@ -32,6 +33,8 @@ from functions.prediction_log import abreport
 from functions.prediction_log.schemas import FeedbackRequest, LogsQuery, LogsResponse, ReportQuery
 from functions.prediction_log.settings import LogSettings
 from functions.prediction_log.store import LogStore, PostgresLogStore, Query, SqliteLogStore
+
+logger = logging.getLogger("predictions")
 
 OPERATIONS = {
     "on_prediction_logged": Operation(
@@ -83,9 +86,11 @@ class LogService:
             raise ValidationFailed(
                 f"event {event['id']}: data is not a prediction log: {e.error_count()} error(s)"
             ) from e
-        self.store.add(
+        added = self.store.add(
             str(event["id"]), str(event["time"]), record.model_dump(mode="json", exclude_none=True)
         )
+        if added:  # the seed's `kubectl logs` line, here rather than on every predictor's path
+            logger.info("prediction logged", extra=_log_fields(record))
         return Response(status=202, headers={"X-Request-Id": rid})
 
     def logs(self, request: Request, rid: str) -> Response:
@@ -115,6 +120,11 @@ class LogService:
 
     def health(self, request: Request, rid: str) -> Response:
         return json_response({"health": "ok"}, rid)
+
+
+def _log_fields(record: PredictionLogData) -> dict[str, object]:
+    fields = ("job_id", "service", "model", "variant", "endpoint", "status", "label", "is_outlier")
+    return {name: getattr(record, name) for name in fields} | {"ms": record.latency_ms}
 
 
 service = lazy_service(LogService, LogSettings, "prediction_log")

@@ -87,6 +87,8 @@ def test_bad_queries_are_422(log: FlaskClient, query: str) -> None:
 
 def test_bad_events_are_refused_without_asking_for_a_retry(log: FlaskClient) -> None:
     assert_problem(log.post("/", json={"not": "an event"}), 400)
+    not_utf8 = log.post("/", data=b"\xff\xfe\x00", content_type="application/cloudevents+json")
+    assert_problem(not_utf8, 400)
     wrong_type = events.make("dev.mlserving.other.v1", "/x", data())
     assert_problem(post_binary(log, wrong_type), 422)
     bad_data = events.make(events.PREDICTION_LOGGED, "/x", {"job_id": "j"})

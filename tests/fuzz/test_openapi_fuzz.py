@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
 from functions.core.settings import REPO_ROOT
-from tests.helpers import PREDICT_SOURCE
+from tests.helpers import PREDICT_SOURCE, free_port, server
 
 PROBLEM_KEYS = {"type", "title", "status", "detail", "instance"}
 EXAMPLES = 15
@@ -72,3 +72,15 @@ def test_prediction_log(tmp_path: Path) -> None:
     source = str(REPO_ROOT / "functions" / "prediction_log" / "main.py")
     assert fuzz("prediction_log", source, {"LOG_DB": str(tmp_path / "log.sqlite3")}) >= 5
     sys.modules["main"].service().store.close()
+
+
+def test_ab_router() -> None:
+    """Its variants are echo servers: what is fuzzed is the router's own handling of every
+    path, header and body it forwards."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    echo = [sys.executable, str(REPO_ROOT / "tests" / "echo_server.py"), str(port)]
+    with server(echo, {}, f"{url}/ready"):
+        source = str(REPO_ROOT / "functions" / "ab_router" / "main.py")
+        env = {"VARIANTS": f"svc={url},rf={url}", "WEIGHTS": "svc=60,rf=40"}
+        assert fuzz("ab_router", source, env) == 3
