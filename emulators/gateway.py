@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from http import HTTPStatus
-from typing import Any, cast
+from typing import Any
 
 import aiohttp
 import orjson
@@ -136,7 +134,7 @@ class Gateway:
         if decision.delay:
             await asyncio.sleep(decision.delay)
         if decision.abort is not None:
-            raise http_error(decision.abort, f"fault injected by {decision.route}")
+            raise error_for_status(decision.abort, f"fault injected by {decision.route}")
         replaced = HOP_BY_HOP | {"x-request-id"} | {name for name, _ in decision.set_headers}
         headers = {k: v for k, v in request.headers.items() if k.lower() not in replaced}
         headers["X-Request-Id"] = rid
@@ -232,29 +230,12 @@ async def problems(
         if e.status < 400:
             raise
         allow = {k: v for k, v in e.headers.items() if k.lower() == "allow"}
-        error = http_error(e.status, e.text or e.reason)
+        error = error_for_status(e.status, e.text or e.reason)
         error.headers.update(allow)
         return problem(error, request_id(request))
     except Exception:
         logger.exception("unhandled error on %s %s", request.method, request.path)
         return problem(internal_error(), request_id(request))
-
-
-def http_error(status: int, detail: str) -> FunctionError:
-    """The domain error answering ``status``; for a status none declares (a fault's 429 or
-    502), a problem that still carries that status rather than a 500."""
-    error = error_for_status(status, detail)
-    return error if error.status == status else _status_error(status)(detail)
-
-
-@functools.cache
-def _status_error(status: int) -> type[FunctionError]:
-    try:
-        title = HTTPStatus(status).phrase
-    except ValueError:
-        title = "HTTP error"
-    attributes = {"status": status, "slug": f"http-{status}", "title": title}
-    return cast(type[FunctionError], type(f"Http{status}", (FunctionError,), attributes))
 
 
 def problem(error: FunctionError, rid: str) -> web.Response:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
+from werkzeug.datastructures import Headers
 
 from functions.core.errors import GatewayTimeout, ServiceUnavailable
 from functions.core.http import REQUEST_ID_HEADER
@@ -57,11 +58,22 @@ def _via_gateway(gateway: str) -> Callable[[httpx.Request], None]:
     return redirect
 
 
-def forwarded_headers(rid: str, incoming: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Headers for a call made on behalf of request ``rid`` (and its incoming trace context)."""
+def trace_context(incoming: Headers | Mapping[str, str]) -> dict[str, str]:
+    """The W3C trace context in ``incoming``, unchanged, named in lower case.
+
+    Header names are case-insensitive, and a server hands them over in any case (werkzeug's
+    ``dict(request.headers)`` has ``Traceparent``), so they are matched regardless of case."""
+    return {name: v for k, v in incoming.items() if (name := k.lower()) in PROPAGATED and v}
+
+
+def forwarded_headers(
+    rid: str, incoming: Headers | Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Headers for a call made on behalf of request ``rid`` (and its incoming trace context):
+    every proxy builds its outbound headers here."""
     headers = {REQUEST_ID_HEADER: rid}
     if incoming:
-        headers.update({k: v for k in PROPAGATED if (v := incoming.get(k))})
+        headers.update(trace_context(incoming))
     return headers
 
 
@@ -71,7 +83,7 @@ def call(
     rid: str,
     *,
     seconds: float,
-    incoming: Mapping[str, str] | None = None,
+    incoming: Headers | Mapping[str, str] | None = None,
     json: Any = None,
     client: httpx.Client | None = None,
 ) -> httpx.Response:

@@ -8,7 +8,9 @@ a client as text: the HTTP layer logs them and answers a generic 500 problem.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import functools
+from http import HTTPStatus
+from typing import Any, ClassVar, cast
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_TYPE_PREFIX = "tag:ml-serving-functions,2026:problem/"
@@ -90,11 +92,24 @@ def problem_body(error: FunctionError, instance: str) -> dict[str, Any]:
 
 
 def error_for_status(status: int, detail: str) -> FunctionError:
-    """The error class answering ``status`` (the generic one when none is declared)."""
+    """The error answering ``status``: its declared class, else one that keeps the status
+    (a 429, a 502), titled with its standard reason phrase."""
     for cls in _ALL:
         if cls.status == status:
             return cls(detail)
-    return FunctionError(detail)
+    return _status_error(status)(detail)
+
+
+@functools.cache
+def _status_error(status: int) -> type[FunctionError]:
+    if status == FunctionError.status:
+        return FunctionError
+    try:
+        title = HTTPStatus(status).phrase
+    except ValueError:
+        title = "HTTP error"
+    attributes = {"status": status, "slug": f"http-{status}", "title": title}
+    return cast(type[FunctionError], type(f"Http{status}", (FunctionError,), attributes))
 
 
 _ALL = (

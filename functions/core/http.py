@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
 from werkzeug.exceptions import NotFound as WerkzeugNotFound
-from werkzeug.routing import Map
+from werkzeug.routing import Map, RequestRedirect
 
 from functions.core.errors import (
     PROBLEM_CONTENT_TYPE,
@@ -185,7 +185,9 @@ class HttpApp:
             if e.status >= 500:
                 logger.warning("%s %s: %s", request.path, e.status, e.detail, extra={"job_id": rid})
             response = problem_response(e, rid)
-        except WerkzeugNotFound:
+        except (WerkzeugNotFound, RequestRedirect):
+            # Map.match redirects (308) a path that matches only once its slashes are merged
+            # or one is appended: for an API that is no route, not a redirect to follow.
             response = problem_response(NotFound(f"no route {request.path}"), rid)
         except WerkzeugMethodNotAllowed as e:
             allowed = ", ".join(sorted(e.valid_methods or ()))

@@ -14,7 +14,7 @@ import functions_framework
 from flask import Request, Response
 from werkzeug.routing import Map, Rule
 
-from functions.core.client import PROPAGATED
+from functions.core.client import trace_context
 from functions.core.entry import lazy_service
 from functions.core.http import HttpApp, json_response, parse_model, read_body
 from functions.core.openapi import Operation, document
@@ -113,8 +113,8 @@ class FanoutService:
 
 
 def _trace(request: Request) -> dict[str, str]:
-    """The incoming W3C trace context, passed on unchanged to every backend."""
-    return {k: v for k in PROPAGATED if (v := request.headers.get(k))}
+    """The incoming W3C trace context, taken once here and passed on unchanged to every backend."""
+    return trace_context(request.headers)
 
 
 service = lazy_service(FanoutService, FanoutSettings, "fanout")

@@ -76,14 +76,14 @@ class SyncAsyncService:
         return json_response({"health": "ok"}, rid)
 
     def health_all(self, request: Request, rid: str) -> Response:
-        fast = (self.settings.fast_model, self._health(self.settings.fast_url, rid))
-        slow = (self.settings.slow_model, self._health(self.settings.slow_url, rid))
+        fast = (self.settings.fast_model, self._health(self.settings.fast_url, rid, request))
+        slow = (self.settings.slow_model, self._health(self.settings.slow_url, rid, request))
         body = logic.health_all(fast, slow, self.store.ping(), self.events.health())
         return json_response(body, rid)
 
     def metadata(self, request: Request, rid: str) -> Response:
-        fast = self._get(self.settings.fast_url + "/metadata", rid)
-        slow = self._get(self.settings.slow_url + "/metadata", rid)
+        fast = self._get(self.settings.fast_url + "/metadata", rid, request)
+        slow = self._get(self.settings.slow_url + "/metadata", rid, request)
         return json_response({self.settings.fast_model: fast, self.settings.slow_model: slow}, rid)
 
     def predict(self, request: Request, rid: str) -> Response:
@@ -106,7 +106,7 @@ class SyncAsyncService:
         payload = {"image_data": base64.b64encode(raw).decode()}
         answer = call(
             "POST", s.fast_url + "/predict/label", rid, seconds=s.backend_timeout,
-            incoming=dict(request.headers), json=payload, client=self.client,
+            incoming=request.headers, json=payload, client=self.client,
         )  # fmt: skip
         label = logic.fast_label(answer.status_code, logic.parse_json(answer.content))
         job = logic.new_job(rid, s.fast_model, label, time.time(), s.job_deadline_seconds)
@@ -122,15 +122,25 @@ class SyncAsyncService:
             raise
         return json_response({"job_id": rid, s.fast_model: label}, rid)
 
-    def _health(self, url: str, rid: str) -> str:
+    def _health(self, url: str, rid: str, request: Request) -> str:
         try:
-            status = call("GET", url + "/health", rid, seconds=2.0, client=self.client)
+            status = call(
+                "GET",
+                url + "/health",
+                rid,
+                seconds=2.0,
+                incoming=request.headers,
+                client=self.client,
+            )
         except FunctionError as e:
             return e.detail
         return "ok" if status.status_code == 200 else f"answered {status.status_code}"
 
-    def _get(self, url: str, rid: str) -> object:
-        response = call("GET", url, rid, seconds=self.settings.backend_timeout, client=self.client)
+    def _get(self, url: str, rid: str, request: Request) -> object:
+        seconds = self.settings.backend_timeout
+        response = call(
+            "GET", url, rid, seconds=seconds, incoming=request.headers, client=self.client
+        )
         if response.status_code != 200:
             raise ServiceUnavailable(f"{url} answered {response.status_code}")
         return logic.parse_json(response.content)

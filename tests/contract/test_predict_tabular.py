@@ -186,3 +186,18 @@ def test_unknown_route_and_wrong_method(iris: FlaskClient) -> None:
     assert "POST" in body["detail"]
     assert iris.get("/predict").headers["Allow"] == "POST"
     assert_problem(iris.delete("/health"), 405)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v1/models/%2Fx"),  # werkzeug's merge_slashes would redirect (308)
+        ("GET", "/v1/models//iris-svc"),
+        ("POST", "/v1/models//iris-svc:predict"),
+        ("GET", "/v2/models//iris-svc/ready"),
+    ],
+)
+def test_a_path_matching_only_after_a_redirect_is_a_404_problem(
+    iris: FlaskClient, method: str, path: str
+) -> None:
+    assert_problem(iris.open(path, method=method, json={"instances": [SETOSA]}), 404)

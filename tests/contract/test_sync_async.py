@@ -223,6 +223,15 @@ def test_an_unreachable_fast_model_answers_503_and_creates_no_job(
     assert proxy.get("/job/f1").status_code == 404
 
 
+@pytest.mark.parametrize("job_id", ["/x", "%2Fx", "a//b", "a%2F%2Fb", "x/"])
+def test_a_job_id_with_slashes_is_a_404_problem(proxy: FlaskClient, job_id: str) -> None:
+    response = proxy.get(f"/job/{job_id}")
+    assert response.status_code == 404, response.get_data(as_text=True)
+    assert response.mimetype == "application/problem+json"
+    assert response.json is not None
+    assert response.json["instance"] == response.headers["X-Request-Id"]
+
+
 def test_health_all_names_what_is_down(proxy: FlaskClient) -> None:
     assert proxy.get("/health").status_code == 200
     health = proxy.get("/health/all").json

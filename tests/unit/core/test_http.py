@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from flask import Request
+from flask import Request, Response
 from pydantic import BaseModel, ConfigDict
+from werkzeug.exceptions import BadGateway, TooManyRequests
+from werkzeug.routing import Map, Rule
 from werkzeug.test import EnvironBuilder
 
 from functions.core.errors import (
@@ -16,7 +18,14 @@ from functions.core.errors import (
     error_for_status,
     problem_body,
 )
-from functions.core.http import json_response, parse_model, read_body, request_id
+from functions.core.http import (
+    HttpApp,
+    framework_error,
+    json_response,
+    parse_model,
+    read_body,
+    request_id,
+)
 
 
 def make_request(**kwargs: object) -> Request:
@@ -88,4 +97,44 @@ def test_problem_shape() -> None:
         "errors": [{"loc": ["x"]}],
     }
     assert error_for_status(413, "x").status == 413
-    assert error_for_status(418, "teapot").status == 500
+
+
+def test_framework_errors_keep_their_status() -> None:
+    for error, title in ((TooManyRequests(), "Too Many Requests"), (BadGateway(), "Bad Gateway")):
+        response = framework_error(error)
+        body = orjson.loads(response.get_data())
+        assert (response.status_code, body["status"], body["title"]) == (
+            error.code,
+            error.code,
+            title,
+        )
+        assert response.mimetype == "application/problem+json"
+
+
+ROUTES = Map(
+    [
+        Rule("/items/<name>", endpoint="item", methods=["GET"]),
+        Rule("/dir/", endpoint="item", methods=["GET"]),
+    ]
+)
+
+
+def item(request: Request, rid: str) -> Response:
+    return json_response({"args": request.view_args}, rid)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/items//x",  # matches only once merge_slashes has merged the "//"
+        "/items/%2Fx",  # the same, the slash percent-encoded
+        "/dir",  # matches only with the rule's trailing slash appended
+    ],
+)
+def test_a_path_that_matches_only_after_a_redirect_is_a_404_problem(path: str) -> None:
+    response = HttpApp(ROUTES, {"item": item})(make_request(path=path))
+    assert response.status_code == 404
+    assert response.mimetype == "application/problem+json"
+    body = orjson.loads(response.get_data())
+    assert body["status"] == 404
+    assert body["instance"] == response.headers["X-Request-Id"]

@@ -11,7 +11,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from emulators.gateway import Gateway, http_error
+from emulators.gateway import Gateway
 from emulators.routing import RouteTable
 from tests.helpers import AppThread
 from tests.unit.emulators.test_routing import ksvc, vs
@@ -116,14 +116,6 @@ def test_every_answer_of_the_gateways_own_is_a_problem(
     problem = orjson.loads(body)
     assert problem["status"] == status
     assert problem["instance"] == headers["x-request-id"]
-
-
-def test_statuses_without_a_domain_error_keep_their_status() -> None:
-    assert http_error(404, "x").status == 404
-    teapot = http_error(429, "slow down")
-    assert (teapot.status, teapot.title, teapot.detail) == (429, "Too Many Requests", "slow down")
-    assert http_error(599, "odd").status == 599
-    assert http_error(429, "x").__class__ is teapot.__class__
 
 
 @pytest.mark.parametrize(
