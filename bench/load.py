@@ -19,6 +19,7 @@ class Load:
     p50_ms: float
     p99_ms: float
     errors: int
+    requests: int = 0
 
 
 def wrk(url: str, concurrency: int, seconds: float, body: Path | None = None) -> Load:
@@ -49,4 +50,5 @@ def wrk(url: str, concurrency: int, seconds: float, body: Path | None = None) ->
         p50_ms=summary["p50_us"] / 1000,
         p99_ms=summary["p99_us"] / 1000,
         errors=summary["errors"] + summary["non2xx"],
+        requests=summary["requests"],
     )

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.load import Load, wrk
-from bench.procs import memory_mb, running
+from bench.procs import cpu_seconds, memory_mb, running
 from emulators.launcher import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -144,6 +144,7 @@ class Target:
     c16: list[Load] = field(default_factory=list)
     rss_mb: float = 0.0
     pss_mb: float = 0.0
+    cpu_us: list[float] = field(default_factory=list)  # server tree CPU per c16 request
 
     def median(self, loads: list[Load]) -> Load:
         return Load(
@@ -277,7 +278,10 @@ def compare(
                 for target in targets if i % 2 == 0 else targets[::-1]:
                     with PeakMemory(servers[target.server][0]) as peak:
                         target.c1.append(wrk(target.url, 1, seconds, target.body))
+                        cpu = cpu_seconds(servers[target.server][0])
                         target.c16.append(wrk(target.url, 16, seconds, target.body))
+                        used = cpu_seconds(servers[target.server][0]) - cpu
+                        target.cpu_us.append(used / max(target.c16[-1].requests, 1) * 1e6)
                     target.rss_mb = max(target.rss_mb, peak.rss_mb)
                     target.pss_mb = max(target.pss_mb, peak.pss_mb)
     finally:
@@ -297,6 +301,7 @@ def ratios(ours: Target, peer: Target) -> dict[str, Any]:
         "c1 p99": o1.p99_ms / p1.p99_ms,
         "RSS": ours.rss_mb / peer.rss_mb,
         "PSS": ours.pss_mb / peer.pss_mb,
+        "CPU/req": statistics.median(ours.cpu_us) / statistics.median(peer.cpu_us),
     }
     met = {
         key: (figures[key] >= goal if key == "c16 rps" else figures[key] <= goal)
@@ -330,7 +335,7 @@ def summary(comparison: Comparison) -> list[str]:
         lines.append(
             f"{ours} / {peer}: c16 rps {f['c16 rps']:.2f}x, c16 p50 {f['c16 p50']:.2f}x, "
             f"c16 p99 {f['c16 p99']:.2f}x, c1 p50 {f['c1 p50']:.2f}x, RSS {f['RSS']:.2f}x, "
-            f"PSS {f['PSS']:.2f}x"
+            f"PSS {f['PSS']:.2f}x, CPU per request {f['CPU/req']:.2f}x"
         )
     by_name = {t.name: t for t in comparison.targets}
     for ours, peer in PAIRS[:1] + PAIRS[2:]:

@@ -39,6 +39,18 @@ def tree_pids(root: int) -> list[int]:
     return pids
 
 
+def cpu_seconds(root: int) -> float:
+    """User plus system CPU time a process tree has used so far (its live processes)."""
+    ticks = 0
+    for pid in tree_pids(root):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def memory_mb(root: int) -> tuple[float, float]:
     """(RSS, PSS) of a process tree in MB; PSS counts shared pages once across workers."""
     rss = pss = 0

@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 
 from bench import peer  # noqa: E402
 from bench.load import Load, wrk  # noqa: E402
-from bench.procs import dev_platform, running  # noqa: E402
+from bench.procs import cpu_seconds, dev_platform, running  # noqa: E402
 from emulators.launcher import free_port  # noqa: E402
 from functions.core.cards import load_card  # noqa: E402
 from functions.core.preprocessing import decode_image, to_tensor  # noqa: E402
@@ -62,6 +62,7 @@ class Result:
     c16: Load | None = None
     rss_mb: float = 0.0
     pss_mb: float = 0.0
+    cpu_us: float = 0.0  # CPU of the server's process tree per request during the c16 load
     group: str = ""  # rows of one group print under its title
 
     def to_json(self) -> dict[str, Any]:
@@ -118,7 +119,9 @@ def serve(case: Case, port: int, body_file: Path) -> Result:
         wrk(f"{url}/predict", 4, 1, body_file)  # warm the connections and caches
         with peer.PeakMemory(pid) as peak:
             result.c1 = wrk(f"{url}/predict", 1, SECONDS, body_file)
+            cpu = cpu_seconds(pid)
             result.c16 = wrk(f"{url}/predict", 16, SECONDS, body_file)
+            result.cpu_us = (cpu_seconds(pid) - cpu) / max(result.c16.requests, 1) * 1e6
         result.rss_mb, result.pss_mb = peak.rss_mb, peak.pss_mb
     return result
 
@@ -206,7 +209,7 @@ def logging_on_off(workers: str, body_file: Path) -> list[Result]:
 def table(results: list[Result]) -> str:
     head = (
         f"{'case':<30}{'floor p50':>10}{'c1 p50':>9}{'c1 p99':>9}{'c1/floor':>9}"
-        f"{'c16 rps':>9}{'c16 p50':>9}{'c16 p99':>9}{'RSS MB':>8}{'PSS MB':>8}"
+        f"{'c16 rps':>9}{'c16 p50':>9}{'c16 p99':>9}{'RSS MB':>8}{'PSS MB':>8}{'CPU/req':>9}"
     )
     lines = [head, "-" * len(head)]
     group = ""
@@ -217,6 +220,7 @@ def table(results: list[Result]) -> str:
             group = r.group
             lines.append(f"-- {group}")
         memory = f"{r.rss_mb:>8.0f}{r.pss_mb:>8.0f}" if r.rss_mb else f"{'-':>8}{'-':>8}"
+        memory += f"{r.cpu_us:>9.0f}" if r.cpu_us else f"{'-':>9}"
         errors = f"  ({r.c1.errors + r.c16.errors} errors)" if r.c1.errors + r.c16.errors else ""
         lines.append(
             f"{r.case:<30}{r.floor_p50_ms:>10.3f}{r.c1.p50_ms:>9.3f}{r.c1.p99_ms:>9.3f}"
@@ -225,7 +229,8 @@ def table(results: list[Result]) -> str:
         )
     lines.append(
         "(milliseconds; c1/floor = served c1 p50 over the in-process floor; memory = peak of"
-        " the server's process tree during its loads, PSS counting shared pages once)"
+        " the server's process tree during its loads, PSS counting shared pages once; CPU/req ="
+        " microseconds of CPU that tree used per request at c16)"
     )
     return "\n".join(lines)
 
@@ -240,7 +245,16 @@ def peer_rows(floor: float) -> tuple[list[Result], peer.Comparison]:
         + (f", {comparison.peer.note}" if comparison.peer.python else "")
     )
     rows = [
-        Result(t.name, floor, t.median(t.c1), t.median(t.c16), t.rss_mb, t.pss_mb, group)
+        Result(
+            t.name,
+            floor,
+            t.median(t.c1),
+            t.median(t.c16),
+            t.rss_mb,
+            t.pss_mb,
+            statistics.median(t.cpu_us) if t.cpu_us else 0.0,
+            group,
+        )
         for t in comparison.targets
     ]
     return rows, comparison
@@ -303,10 +317,16 @@ def main() -> int:
         gw_cost = hops[1].c1.p50_ms - hops[0].c1.p50_ms  # type: ignore[union-attr]
         print(f"gateway hop at c1: +{gw_cost:.3f} ms p50")
         off = (logged[0].c16.rps + logged[3].c16.rps) / 2  # type: ignore[union-attr]
+        off_cpu = (logged[0].cpu_us + logged[3].cpu_us) / 2
         for row in logged[1:3]:
-            print(f"{row.case}: {row.c16.rps / off:.2f}x the rps of logging off at c16")  # type: ignore[union-attr]
+            print(
+                f"{row.case}: {row.c16.rps / off:.2f}x the rps of logging off at c16;"  # type: ignore[union-attr]
+                f" {row.cpu_us:.0f} us CPU per request in the Service's processes"
+                f" ({row.cpu_us / off_cpu - 1:+.0%} over logging off)"
+            )
         summary["gateway_hop_c1_p50_ms"] = gw_cost
         summary["logging_rps_vs_off"] = {r.case: r.c16.rps / off for r in logged[1:3]}  # type: ignore[union-attr]
+        summary["logging_cpu_vs_off"] = {r.case: r.cpu_us / off_cpu for r in logged[1:3]}
     if not SMOKE:
         print(fanout.summary(fanned))
         print(sync_async.table(sync_rows))

@@ -27,12 +27,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import orjson
 from aiohttp import web
-from yarl import URL
 
 from emulators.routing import Decision, KService, NoRoute, RouteTable
+from emulators.upstream import Upstreams
 from functions.core.errors import (
     PROBLEM_CONTENT_TYPE,
     FunctionError,
@@ -94,7 +93,7 @@ class Gateway:
         self.table = build_table()
         self.public_url, self.broker_url = public_url.rstrip("/"), broker_url
         self._breakers: dict[str, Breaker] = {}
-        self._session: aiohttp.ClientSession | None = None
+        self._upstreams = Upstreams()
 
     def reload(self) -> None:
         """Swap in routes from the manifests as they are now; requests in flight keep theirs."""
@@ -109,10 +108,8 @@ class Gateway:
         return app
 
     async def _lifecycle(self, app: web.Application) -> Any:
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
-        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
         yield
-        await self._session.close()
+        self._upstreams.close()
 
     # -- forwarding ---------------------------------------------------------------------
 
@@ -135,33 +132,27 @@ class Gateway:
             await asyncio.sleep(decision.delay)
         if decision.abort is not None:
             raise error_for_status(decision.abort, f"fault injected by {decision.route}")
-        replaced = HOP_BY_HOP | {"x-request-id"} | {name for name, _ in decision.set_headers}
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in replaced}
-        headers["X-Request-Id"] = rid
-        headers.update(decision.set_headers)  # the route's values win over the client's
+        # Expect was answered here already (aiohttp sends the 100 Continue itself).
+        replaced = HOP_BY_HOP | {"x-request-id", "expect"} | {n for n, _ in decision.set_headers}
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in replaced]
+        headers += [("X-Request-Id", rid), *decision.set_headers]  # the route's values win
         body = await request.read()
         query = request.rel_url.raw_query_string
-        url = URL(target.upstream + decision.path + (f"?{query}" if query else ""), encoded=True)
-        assert self._session is not None
+        path = decision.path + (f"?{query}" if query else "")
         async with self._breaker(decision.service).slot():
             try:
-                async with self._session.request(
-                    request.method,
-                    url,
-                    headers=headers,
-                    data=body,
-                    timeout=aiohttp.ClientTimeout(total=decision.timeout),
-                    allow_redirects=False,
-                ) as upstream:
-                    payload = await upstream.read()
-                    out = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
-                    return web.Response(status=upstream.status, body=payload, headers=out)
+                async with asyncio.timeout(decision.timeout):
+                    upstream = await self._upstreams.request(
+                        target.upstream, request.method, path, headers, body
+                    )
             except TimeoutError as e:
                 raise GatewayTimeout(
                     f"{decision.service.name} ({target.revision}) took longer than {decision.timeout:g}s"
                 ) from e
-            except aiohttp.ClientError as e:
+            except OSError as e:  # refused, reset or closed: the revision is not serving
                 raise ServiceUnavailable(f"{decision.service.name} ({target.revision}): {e}") from e
+        out = [(k, v) for k, v in upstream.headers if k.lower() not in HOP_BY_HOP]  # repeats kept
+        return web.Response(status=upstream.status, body=bytes(upstream.body), headers=out)
 
     def _breaker(self, service: KService) -> Breaker:
         key = f"{service.name}/{service.container_concurrency}"
