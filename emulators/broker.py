@@ -162,11 +162,16 @@ class Topology:
 
 class Broker:
     def __init__(
-        self, build: Callable[[], Topology], time_scale: float = 1.0, ttl: int = 255
+        self,
+        build: Callable[[], Topology],
+        time_scale: float = 1.0,
+        ttl: int = 255,
+        grace: float = 10.0,
     ) -> None:
+        """``grace``: how long a graceful stop waits for the deliveries of accepted events."""
         self._build = build
         self.topology = build()
-        self.time_scale, self.ttl = time_scale, ttl
+        self.time_scale, self.ttl, self.grace = time_scale, ttl, grace
         self.stats: Counter[str] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
@@ -181,18 +186,30 @@ class Broker:
     def reload(self) -> None:
         self.topology = self._build()
 
-    async def drain(self, seconds: float) -> None:
-        """Wait for deliveries in flight (graceful shutdown)."""
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=seconds)
+    async def drain(self, seconds: float) -> bool:
+        """Wait for the deliveries in flight or backing off, and for those their replies
+        start; False when some are still going after ``seconds``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while self._tasks and (left := deadline - loop.time()) > 0:
+            await asyncio.wait(set(self._tasks), timeout=left)
+        return not self._tasks
 
     async def _lifecycle(self, app: web.Application) -> Any:
         self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256))
         yield
-        await self.drain(10)
-        for task in list(self._tasks):  # still backing off after the grace period: give up
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # The ingress is closed by now (aiohttp stops the site before cleanup): every event
+        # it accepted gets its deliveries, retries included, within the grace period.
+        if not await self.drain(self.grace):
+            given_up = sorted(task.get_name() for task in self._tasks)
+            logger.warning(
+                "stopping: %d deliveries still retrying after %gs are lost: %s",
+                len(given_up), self.grace, ", ".join(given_up),
+            )  # fmt: skip
+            self.stats["lost"] += len(given_up)
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._session.close()
 
     async def _stats(self, request: web.Request) -> web.Response:
@@ -223,7 +240,9 @@ class Broker:
         for trigger in self.topology.triggers:
             if trigger.broker == broker and trigger.matches(attrs):
                 copy = events.copy(event)  # each delivery adds its own extensions
-                task = asyncio.get_running_loop().create_task(self._deliver(broker, trigger, copy))
+                task = asyncio.get_running_loop().create_task(
+                    self._deliver(broker, trigger, copy), name=f"{attrs['id']} to {trigger.name}"
+                )
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 

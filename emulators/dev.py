@@ -4,9 +4,18 @@ Starts the broker (eventing/), one process per Knative Service (the launcher, wi
 ``K_SINK`` from the SinkBindings), and the gateway on one port (default 8080) that routes
 to them as the cluster's ingress would; prints the routes a user can curl and streams every
 process's log lines prefixed with its Service name. Edited manifests re-route the gateway
-and the broker without a restart. Ctrl-C or SIGTERM stops everything cleanly.
+and the broker without a restart.
 
-    python -m emulators.dev [--port 8080] [--seed N]
+Calls inside the platform (a Service calling another by its Knative URL, the broker
+delivering to a Service) go through a second, cluster-local listener of the gateway, as
+through ``knative-local-gateway`` in a cluster. That split is what lets Ctrl-C or SIGTERM
+stop everything without losing work: the public port stops accepting and what is in flight
+finishes (its inner calls still flow); then the broker stops accepting and delivers every
+event it accepted (retries included); then each Service gets SIGTERM and drains; each wait
+is bounded by ``--grace`` seconds. Events a Service's outbox could not hand over by then
+stay in its spool on disk and go out on the next start.
+
+    python -m emulators.dev [--port 8080] [--seed N] [--grace 10]
 """
 
 from __future__ import annotations
@@ -18,6 +27,8 @@ import os
 import random
 import signal
 import sys
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import uvloop
@@ -29,6 +40,9 @@ from emulators.launcher import Launcher, emit, free_port
 from emulators.manifests import REPO_ROOT, Resource, load_kustomization, watch
 from emulators.routing import RouteTable
 
+logger = logging.getLogger(__name__)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
 
 class Platform:
     """Where everything listens, and how to read the manifests."""
@@ -38,9 +52,11 @@ class Platform:
     ) -> None:
         self.knative, self.eventing = knative, eventing
         self.gateway_url = f"http://{host}:{port}"
+        self.local_port = free_port(host)
+        self.local_gateway_url = f"http://{host}:{self.local_port}"
         self.broker_port = free_port(host)
         self.broker_url = f"http://{host}:{self.broker_port}"
-        self.resolve = local_resolver(self.gateway_url, self.broker_url)
+        self.resolve = local_resolver(self.local_gateway_url, self.broker_url)
         self.rng = random.Random(seed)
 
     def resources(self) -> list[Resource]:
@@ -52,26 +68,97 @@ class Platform:
         return load_kustomization(self.knative) + eventing
 
 
-async def serve(platform: Platform, launcher: Launcher, host: str, port: int) -> None:
+class InFlight:
+    """The gateway's requests in flight, for a graceful stop to wait on; while it drains, each
+    answer closes its connection, so a kept-alive client cannot slip new requests in."""
+
+    def __init__(self) -> None:
+        self.count, self.draining = 0, False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        self.count += 1
+        self._idle.clear()
+        try:
+            response = await handler(request)
+        finally:
+            self.count -= 1
+            if not self.count:
+                self._idle.set()
+        if self.draining:
+            response.force_close()
+        return response
+
+    async def drain(self, seconds: float) -> bool:
+        """Wait until nothing is in flight; False when something still was after ``seconds``."""
+        self.draining = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+
+async def serve(platform: Platform, launcher: Launcher, host: str, port: int, grace: float) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     upstreams = {r.spec.revision: r.url for r in launcher.revisions.values()}
-    broker = Broker(lambda: Topology.build(platform.resources(), platform.resolve))
+    broker = Broker(lambda: Topology.build(platform.resources(), platform.resolve), grace=grace)
     gateway = Gateway(
         lambda: RouteTable.build(platform.resources(), upstreams, platform.rng),
         platform.gateway_url,
         next((f"{platform.broker_url}/{key}" for key in broker.topology.brokers), None),
     )
+    in_flight = InFlight()
     gateway_app, broker_app = gateway.app(), broker.app()
+    gateway_app.middlewares.insert(0, in_flight.middleware)  # outermost: every answer
     gateway_app.cleanup_ctx.append(
         watch([platform.knative, platform.eventing], [gateway.reload, broker.reload])
     )
-    runners = [
-        web.AppRunner(gateway_app, access_log=None),
-        web.AppRunner(broker_app, access_log=None),
-    ]
-    for runner, bind_port in zip(runners, (port, platform.broker_port), strict=True):
-        await runner.setup()
-        await web.TCPSite(runner, host, bind_port).start()
-    missing = await asyncio.to_thread(launcher.wait_ready, 180.0)
+    gateway_runner = web.AppRunner(gateway_app, access_log=None, shutdown_timeout=grace)
+    broker_runner = web.AppRunner(broker_app, access_log=None, shutdown_timeout=grace)
+    await gateway_runner.setup()
+    await broker_runner.setup()
+    public = web.TCPSite(gateway_runner, host, port)
+    for site in (
+        public,
+        web.TCPSite(gateway_runner, host, platform.local_port),
+        web.TCPSite(broker_runner, host, platform.broker_port),
+    ):
+        await site.start()
+    launcher.start()
+    try:
+        missing = await _until_ready(launcher, stop, 180.0)
+        if not stop.is_set():
+            _banner(platform, gateway, broker, missing, host, port)
+        await stop.wait()
+        emit("stopping...")
+        await public.stop()
+        if not await in_flight.drain(grace):
+            logger.warning("stopping: requests still in flight after %gs", grace)
+        await broker_runner.cleanup()  # closes the ingress, then delivers what it accepted
+    finally:
+        await asyncio.to_thread(launcher.stop)  # SIGTERM: each Service drains
+    await gateway_runner.cleanup()
+
+
+async def _until_ready(launcher: Launcher, stop: asyncio.Event, seconds: float) -> list[str]:
+    """The Services not ready within ``seconds``, or when asked to stop before."""
+    deadline = time.monotonic() + seconds
+    while (missing := launcher.wait_ready(0)) and not stop.is_set():
+        if time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    return missing
+
+
+def _banner(
+    platform: Platform, gateway: Gateway, broker: Broker, missing: list[str], host: str, port: int
+) -> None:
     emit(f"\ngateway http://{host}:{port}  (routes as JSON: curl {host}:{port}/_routes)")
     for key in broker.topology.brokers:
         emit(f"broker  {platform.broker_url}/{key}  ({len(broker.topology.triggers)} triggers)")
@@ -81,14 +168,6 @@ async def serve(platform: Platform, launcher: Launcher, host: str, port: int) ->
         state = "NOT READY" if name in missing else "ready"
         emit(f"  {name:<18} curl {entry['url']}/health   [{state}]  Host: {entry['host']}")
     emit("\nCtrl-C stops everything.")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    emit("stopping...")
-    for runner in runners:
-        await runner.cleanup()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,19 +177,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--seed", type=int, default=None, help="seed traffic splits")
+    parser.add_argument(
+        "--grace", type=float, default=10.0, help="seconds each stage of a stop waits for work"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s platform | %(message)s")
     platform = Platform(args.knative, args.eventing, args.host, args.port, args.seed)
     sinks = sink_bindings(platform.resources(), platform.resolve)
     # Services calling others by their Knative URL (*.svc.cluster.local) reach them through
-    # the gateway, as through knative-local-gateway in a cluster (functions/core/client.py).
-    env = {**os.environ, "CLUSTER_LOCAL_GATEWAY": platform.gateway_url}
+    # the cluster-local gateway, as in a cluster (functions/core/client.py).
+    env = {**os.environ, "CLUSTER_LOCAL_GATEWAY": platform.local_gateway_url}
     launcher = Launcher(args.knative, env, sinks=sinks)
-    launcher.start()
-    try:
-        uvloop.run(serve(platform, launcher, args.host, args.port))
-    finally:
-        launcher.stop()
+    uvloop.run(serve(platform, launcher, args.host, args.port, args.grace))
     return 0
 
 

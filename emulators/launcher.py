@@ -70,6 +70,7 @@ class Revision:
         self._backoff = backoff
         self._process: subprocess.Popen[str] | None = None
         self._stopping = threading.Event()
+        self._starting = threading.Lock()  # stop() sees the process started, or none starts
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._supervise, name=spec.name, daemon=True)
 
@@ -85,8 +86,9 @@ class Revision:
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM (the server drains in-flight requests), then SIGKILL after ``timeout``."""
-        self._stopping.set()
-        process = self._process
+        with self._starting:
+            self._stopping.set()
+            process = self._process
         if process and process.poll() is None:
             process.terminate()
             try:
@@ -98,19 +100,22 @@ class Revision:
 
     def _supervise(self) -> None:
         delay = self._backoff[0]
-        while not self._stopping.is_set():
+        while True:
             started = time.monotonic()
             self._ready.clear()
-            with subprocess.Popen(
-                [sys.executable, "-m", "functions.core.serve"],
-                env=self._env,
-                cwd=REPO_ROOT,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                start_new_session=True,  # Ctrl-C reaches the launcher, which stops us in order
-            ) as process:
-                self._process = process
+            with self._starting:
+                if self._stopping.is_set():
+                    return
+                self._process = process = subprocess.Popen(
+                    [sys.executable, "-m", "functions.core.serve"],
+                    env=self._env,
+                    cwd=REPO_ROOT,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    start_new_session=True,  # Ctrl-C reaches the launcher, which stops us in order
+                )
+            with process:
                 threading.Thread(target=self._probe, args=(process, started), daemon=True).start()
                 reader = threading.Thread(target=self._pump, args=(process,), daemon=True)
                 reader.start()
@@ -182,14 +187,15 @@ class Launcher:
         for revision in self.revisions.values():
             revision.start()
 
-    def wait_ready(self, timeout: float) -> list[str]:
-        """Names of the revisions that did not become ready within ``timeout`` seconds."""
+    def wait_ready(self, timeout: float, stop: threading.Event | None = None) -> list[str]:
+        """Names of the revisions not ready within ``timeout`` seconds, or once ``stop`` is
+        set (a SIGTERM must not wait for Services that may never become ready)."""
+        stop = stop or threading.Event()
         deadline = time.monotonic() + timeout
-        return [
-            name
-            for name, revision in self.revisions.items()
-            if not revision.wait_ready(max(0.0, deadline - time.monotonic()))
-        ]
+        while True:
+            missing = [n for n, r in self.revisions.items() if not r.wait_ready(0)]
+            if not missing or time.monotonic() >= deadline or stop.wait(0.1):
+                return missing
 
     def stop(self) -> None:
         threads = [threading.Thread(target=r.stop) for r in self.revisions.values()]
@@ -210,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     launcher.start()
-    missing = launcher.wait_ready(args.ready_timeout)
+    missing = launcher.wait_ready(args.ready_timeout, stop)
     emit("")
     for name, revision in launcher.revisions.items():
         state = "NOT READY" if name in missing else "ready"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import os
 import signal
 import socket
@@ -14,6 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 from aiohttp import web
@@ -174,3 +176,63 @@ class LocalPlatform:
         self.launcher.stop()
         self.gateway.stop()
         self.broker.stop()
+
+
+def refusing(url: str) -> Callable[[], bool | None]:
+    """For ``wait_for``: True once ``url``'s host and port refuse connections (or reset one
+    caught in the backlog of a listener being closed)."""
+    parts = urlsplit(url)
+
+    def check() -> bool | None:
+        try:
+            socket.create_connection((parts.hostname or "", parts.port or 80), timeout=1).close()
+        except (ConnectionRefusedError, ConnectionResetError):
+            return True
+        return None
+
+    return check
+
+
+class HeldRequest:
+    """An HTTP/1.1 request provably in flight: its head goes with ``Expect: 100-continue`` and
+    the server's ``100 Continue`` is awaited (the server is handling it), while its body waits
+    for ``finish()``, which sends it and returns the response. A context manager: leaving it
+    closes the connection."""
+
+    def __init__(
+        self, url: str, method: str, path: str, body: bytes, headers: Mapping[str, str]
+    ) -> None:
+        parts = urlsplit(url)
+        self._sock = socket.create_connection((parts.hostname or "", parts.port or 80), 30)
+        head = {
+            "Host": parts.netloc,
+            "Connection": "close",
+            "Expect": "100-continue",
+            "Content-Length": str(len(body)),
+            **headers,
+        }
+        lines = [f"{method} {path} HTTP/1.1", *(f"{k}: {v}" for k, v in head.items())]
+        self._sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        interim = b""
+        while not interim.endswith(b"\r\n\r\n"):  # nothing follows until the body is sent
+            chunk = self._sock.recv(1)
+            assert chunk, f"{url} closed the connection before 100 Continue"
+            interim += chunk
+        assert interim.startswith(b"HTTP/1.1 100"), interim
+        self._body = body
+
+    def finish(self) -> tuple[int, bytes]:
+        """Send the body; the status and body of the response."""
+        self._sock.sendall(self._body)
+        response = http.client.HTTPResponse(self._sock)
+        try:
+            response.begin()
+            return response.status, response.read()
+        finally:
+            response.close()
+
+    def __enter__(self) -> HeldRequest:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._sock.close()
