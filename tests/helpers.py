@@ -180,13 +180,14 @@ class LocalPlatform:
 
 def refusing(url: str) -> Callable[[], bool | None]:
     """For ``wait_for``: True once ``url``'s host and port refuse connections (or reset one
-    caught in the backlog of a listener being closed)."""
+    caught in the backlog of a listener being closed, or drop the handshake: on loopback a
+    connect times out only when the listener's backlog is full and nobody accepts from it)."""
     parts = urlsplit(url)
 
     def check() -> bool | None:
         try:
             socket.create_connection((parts.hostname or "", parts.port or 80), timeout=1).close()
-        except (ConnectionRefusedError, ConnectionResetError):
+        except (ConnectionRefusedError, ConnectionResetError, TimeoutError):
             return True
         return None
 
