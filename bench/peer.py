@@ -12,6 +12,7 @@ the median over rounds and the peak memory of its process tree sampled during it
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.load import Load, wrk
-from bench.procs import cpu_seconds, memory_mb, running
+from bench.procs import measured_cpu, memory_mb, running
 from emulators.launcher import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -278,10 +279,12 @@ def compare(
                 for target in targets if i % 2 == 0 else targets[::-1]:
                     with PeakMemory(servers[target.server][0]) as peak:
                         target.c1.append(wrk(target.url, 1, seconds, target.body))
-                        cpu = cpu_seconds(servers[target.server][0])
-                        target.c16.append(wrk(target.url, 16, seconds, target.body))
-                        used = cpu_seconds(servers[target.server][0]) - cpu
-                        target.cpu_us.append(used / max(target.c16[-1].requests, 1) * 1e6)
+                        c16, cpu_us = measured_cpu(
+                            servers[target.server][0],
+                            functools.partial(wrk, target.url, 16, seconds, target.body),
+                        )
+                        target.c16.append(c16)
+                        target.cpu_us.append(cpu_us)
                     target.rss_mb = max(target.rss_mb, peak.rss_mb)
                     target.pss_mb = max(target.pss_mb, peak.pss_mb)
     finally:

@@ -7,11 +7,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+
+from bench.load import Load
 
 
 def dev_platform(knative: Path, eventing: Path, port: int) -> list[str]:
@@ -49,6 +51,13 @@ def cpu_seconds(root: int) -> float:
             continue
         ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def measured_cpu(root: int, load: Callable[[], Load]) -> tuple[Load, float]:
+    """Run ``load`` and say what CPU the tree of ``root`` spent per request meanwhile (us)."""
+    before = cpu_seconds(root)
+    done = load()
+    return done, (cpu_seconds(root) - before) / max(done.requests, 1) * 1e6
 
 
 def memory_mb(root: int) -> tuple[float, float]:

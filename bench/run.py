@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 
 from bench import peer  # noqa: E402
 from bench.load import Load, wrk  # noqa: E402
-from bench.procs import cpu_seconds, dev_platform, running  # noqa: E402
+from bench.procs import dev_platform, measured_cpu, running  # noqa: E402
 from emulators.launcher import free_port  # noqa: E402
 from functions.core.cards import load_card  # noqa: E402
 from functions.core.preprocessing import decode_image, to_tensor  # noqa: E402
@@ -119,9 +119,9 @@ def serve(case: Case, port: int, body_file: Path) -> Result:
         wrk(f"{url}/predict", 4, 1, body_file)  # warm the connections and caches
         with peer.PeakMemory(pid) as peak:
             result.c1 = wrk(f"{url}/predict", 1, SECONDS, body_file)
-            cpu = cpu_seconds(pid)
-            result.c16 = wrk(f"{url}/predict", 16, SECONDS, body_file)
-            result.cpu_us = (cpu_seconds(pid) - cpu) / max(result.c16.requests, 1) * 1e6
+            result.c16, result.cpu_us = measured_cpu(
+                pid, lambda: wrk(f"{url}/predict", 16, SECONDS, body_file)
+            )
         result.rss_mb, result.pss_mb = peak.rss_mb, peak.pss_mb
     return result
 
