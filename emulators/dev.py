@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import os
 import random
 import signal
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -39,6 +41,7 @@ from emulators.gateway import Gateway
 from emulators.launcher import Launcher, emit, free_port
 from emulators.manifests import REPO_ROOT, Resource, load_kustomization, watch
 from emulators.routing import RouteTable
+from functions.core.logging import quiet_per_call_loggers
 
 logger = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -170,6 +173,23 @@ def _banner(
     emit("\nCtrl-C stops everything.")
 
 
+def port_taken(host: str, port: int) -> str | None:
+    """One line saying the public port is taken and the way out, or None when it is free.
+    Checked before anything starts, so the user is not left with a traceback and Services."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp binds it
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            if e.errno != errno.EADDRINUSE:
+                return f"make dev: cannot listen on {host}:{port}: {e.strerror}"
+            return (
+                f"make dev: port {port} on {host} is in use (another make dev?): stop what "
+                f"holds it (ss -ltnp 'sport = :{port}') or use another, make dev PORT={port + 1}"
+            )
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the local platform")
     parser.add_argument("--knative", type=Path, default=REPO_ROOT / "knative")
@@ -181,7 +201,11 @@ def main(argv: list[str] | None = None) -> int:
         "--grace", type=float, default=10.0, help="seconds each stage of a stop waits for work"
     )
     args = parser.parse_args(argv)
+    if taken := port_taken(args.host, args.port):
+        sys.stderr.write(taken + "\n")
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s platform | %(message)s")
+    quiet_per_call_loggers(logging.INFO)  # the launcher's readiness probes
     platform = Platform(args.knative, args.eventing, args.host, args.port, args.seed)
     sinks = sink_bindings(platform.resources(), platform.resolve)
     # Services calling others by their Knative URL (*.svc.cluster.local) reach them through

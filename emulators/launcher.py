@@ -60,11 +60,8 @@ class Revision:
         self._env = {
             **env,
             **spec.env,
-            "PORT": str(port),
+            **spec.injected_env(port),
             "HOST": host,
-            "K_SERVICE": spec.name,
-            "K_REVISION": spec.revision,
-            "K_CONFIGURATION": spec.name,
             "PYTHONUNBUFFERED": "1",
         }
         self._backoff = backoff

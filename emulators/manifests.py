@@ -78,6 +78,15 @@ class ServiceSpec:
     timeout_seconds: int
     annotations: dict[str, str] = field(default_factory=dict)
 
+    def injected_env(self, port: int) -> dict[str, str]:
+        """What Knative Serving adds to the container's env (the runtime contract)."""
+        return {
+            "PORT": str(port),
+            "K_SERVICE": self.name,
+            "K_REVISION": self.revision,
+            "K_CONFIGURATION": self.name,
+        }
+
 
 def knative_services(resources: list[Resource]) -> list[ServiceSpec]:
     specs = []

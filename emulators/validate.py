@@ -4,8 +4,9 @@
 
 Every resource a kustomization lists is checked three ways:
 
-1. **schema**: the pinned upstream CRD schema for its apiVersion and kind (``../shared/schemas``,
-   ``SHARED_DIR`` overrides; see its README), made strict on a copy so that an unknown field
+1. **schema**: the pinned upstream CRD schema for its apiVersion and kind, vendored in
+   ``emulators/schemas`` (its README names each file's release and licence; ``SCHEMA_DIR``
+   points elsewhere), made strict on a copy so that an unknown field
    (a typo) is an error: ``additionalProperties: false`` wherever an object lists its
    properties and does not preserve unknown fields. ``nullable`` admits null,
    ``x-kubernetes-int-or-string`` an int or a string, and Istio's one kind of CEL rule,
@@ -71,10 +72,13 @@ METADATA_FIELDS |= {"ownerReferences", "uid", "resourceVersion", "generation", "
 _NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")  # label value, key's name part
 
 
-class ValidateSettings(BaseSettings):
-    """Where the pinned schemas are: ``SHARED_DIR``, by default ``<repo>/../shared``."""
+SCHEMAS = Path(__file__).with_name("schemas")  # vendored: a clone needs nothing beside it
 
-    shared_dir: Path = Field(REPO_ROOT.parent / "shared", description="holds schemas/ (README)")
+
+class ValidateSettings(BaseSettings):
+    """Where the pinned schemas are: ``SCHEMA_DIR``, by default the vendored copy."""
+
+    schema_dir: Path = Field(SCHEMAS, description="the pinned CRD and skaffold schemas (README)")
 
 
 @dataclass(frozen=True)
@@ -149,7 +153,7 @@ class SchemaIndex:
                 if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition":
                     self._add(doc["spec"])
         if not self._schemas:
-            raise FileNotFoundError(f"no CRD schemas under {root} (set SHARED_DIR?)")
+            raise FileNotFoundError(f"no CRD schemas under {root} (SCHEMA_DIR, --schema-dir)")
         self._validators: dict[Key, Any] = {}
         self.skaffold = {f"skaffold/{p.stem}": p for p in sorted(root.glob("skaffold/*.json"))}
 
@@ -181,7 +185,7 @@ class SchemaIndex:
 
 @functools.cache
 def default_index() -> SchemaIndex:
-    return SchemaIndex(ValidateSettings().shared_dir / "schemas")
+    return SchemaIndex(ValidateSettings().schema_dir)
 
 
 def schema_findings(validator: Any, instance: Any) -> Iterator[Finding]:
@@ -368,11 +372,12 @@ def summary(resources: list[Resource], index: SchemaIndex, folders: list[Path]) 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="*", type=Path, help="folders with a kustomization.yaml")
-    parser.add_argument("--shared-dir", type=Path, help="holds schemas/ (default: SHARED_DIR)")
+    parser.add_argument(
+        "--schema-dir", type=Path, help="the pinned schemas (default: SCHEMA_DIR, else vendored)"
+    )
     args = parser.parse_args(argv)
-    shared = args.shared_dir or ValidateSettings().shared_dir
     try:
-        index = SchemaIndex(shared / "schemas")
+        index = SchemaIndex(args.schema_dir or ValidateSettings().schema_dir)
     except FileNotFoundError as e:
         parser.error(str(e))
     folders = args.folders or default_folders()

@@ -41,3 +41,18 @@ def configure_logging(level: str, **static: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    quiet_per_call_loggers(level)
+
+
+# Libraries that log a line per call at INFO: httpx's "HTTP Request: GET ..." for every
+# readiness probe and every call a proxy makes drowns what a person wants to read.
+PER_CALL_LOGGERS = ("httpx", "httpcore")
+
+
+def quiet_per_call_loggers(level: str | int) -> None:
+    """Keep the per-call loggers at WARNING unless ``level`` is DEBUG."""
+    number = logging.getLevelName(level) if isinstance(level, str) else level
+    for name in PER_CALL_LOGGERS:
+        logging.getLogger(name).setLevel(
+            logging.NOTSET if number <= logging.DEBUG else logging.WARNING
+        )

@@ -3,7 +3,8 @@
 ``load_predictor`` verifies the artifact against its card (sha256, input and output names)
 and caches one predictor per (card, threads) in the process; tests reset it with
 ``load_predictor.cache_clear()``. LiteRT (``ai-edge-litert``) stands in for
-``tflite-runtime``, whose Interpreter breaks under numpy 2.
+``tflite-runtime``, whose Interpreter breaks under numpy 2. ONNX Runtime is imported with
+its telemetry off (``onnxruntime_without_telemetry``).
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ import hashlib
 import json
 import threading
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from functions.core.cards import ModelCard
 from functions.core.errors import ModelLoadError
+from functions.core.settings import disable_runtime_telemetry
 
 
 class Predictor(Protocol):
@@ -65,12 +67,24 @@ def _check_names(card: ModelCard, inputs: list[str], outputs: list[str]) -> None
         )
 
 
+@functools.cache
+def onnxruntime_without_telemetry() -> Any:
+    """The ``onnxruntime`` module with its telemetry off. Since 1.31 its import opens a
+    telemetry store under ``~/.cache/Microsoft`` (and logs a failure where HOME is read-only,
+    as in the image) unless ``ORT_DISABLE_TELEMETRY`` is set first; the Python switch stops
+    the events of a process that imported it before us."""
+    disable_runtime_telemetry()
+    import onnxruntime
+
+    onnxruntime.disable_telemetry_events()
+    return onnxruntime
+
+
 class OnnxPredictor:
     """ONNX Runtime session; ``run`` is thread-safe, so no lock."""
 
     def __init__(self, card: ModelCard, path: Path, labels: tuple[str, ...], threads: int) -> None:
-        import onnxruntime as ort
-
+        ort = onnxruntime_without_telemetry()
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

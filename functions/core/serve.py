@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import logging
 import os
 import shutil
 import signal
@@ -25,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import granian.log
 from granian import Granian
 from granian.constants import Interfaces
 
@@ -122,6 +124,24 @@ def _outbox_sender(settings: BaseFunctionSettings) -> subprocess.Popen[bytes]:
     return subprocess.Popen(command, stdin=subprocess.PIPE, start_new_session=True)
 
 
+class _DeliberateThreads(logging.Filter):
+    """Drops granian's start-up warning about more threads than cores: THREADS is set per
+    Service on purpose (a proxy's threads mostly wait on other Services)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Configuration allows spawning up to")
+
+
+# granian's own logging configuration, with that filter on its console handler.
+_HANDLERS: dict[str, dict[str, Any]] = granian.log.LOGGING_CONFIG["handlers"]  # type: ignore[assignment]
+_GRANIAN_LOG = {
+    "filters": {"deliberate_threads": {"()": _DeliberateThreads}},
+    "handlers": {
+        name: {**handler, "filters": ["deliberate_threads"]} for name, handler in _HANDLERS.items()
+    },
+}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", default=os.environ.get("FUNCTION_TARGET"))
@@ -150,6 +170,8 @@ def main(argv: list[str] | None = None) -> None:
         # launcher) restarts the container with backoff and the log says why.
         respawn_failed_workers=False,
         log_access=False,
+        log_dictconfig=_GRANIAN_LOG,
+        websockets=False,  # WSGI has none; left on, granian says so at every start
         workers_kill_timeout=30,  # SIGTERM: let in-flight requests finish, then stop
     ).serve()
     if sender is not None:  # after the workers: drain what they spooled, then stop

@@ -6,6 +6,7 @@ factory, so a bad value stops the process with a message naming the variable.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal, Self, TypeVar
 
@@ -82,3 +83,10 @@ def build_settings(cls: type[S]) -> S:
             for err in e.errors(include_url=False)
         )
         raise SettingsError(f"invalid settings for {cls.__name__}: {names}") from e
+
+
+def disable_runtime_telemetry() -> None:
+    """Turn ONNX Runtime's telemetry off for this process and the ones it starts; it must be
+    in the environment before ``onnxruntime`` is first imported. A serving process never runs
+    telemetry, so this overrides any value it was given."""
+    os.environ["ORT_DISABLE_TELEMETRY"] = "1"

@@ -1,9 +1,12 @@
 """The one image (knative/Dockerfile): hadolint finds nothing, the build context is what the
 image needs and nothing more, and the runtime stage is the production server as non-root.
 
-No Docker engine here: the Dockerfile is read as text, and ``.dockerignore`` is evaluated with
-Docker's own rules (Go ``filepath.Match`` patterns, ``**``, a pattern that matches a folder
-matches everything in it, ``!`` re-includes, the last matching pattern wins).
+The Dockerfile is read as text, and ``.dockerignore`` is evaluated two ways: with BuildKit's
+rules (Go ``filepath.Match`` patterns, ``**``, a pattern that matches a folder matches
+everything in it, ``!`` re-includes, the last matching pattern wins), and as buildah (Podman)
+and kaniko read it, walking down from each COPY source and never entering a folder that is
+excluded, whatever a later ``!`` says of a file inside. Both readings must send the same files.
+The image tier (``tests/image``, ``make test-image``) builds and runs the image for real.
 """
 
 from __future__ import annotations
@@ -59,11 +62,14 @@ def stages() -> list[list[tuple[str, str]]]:
     return result
 
 
+Rules = list[tuple[bool, re.Pattern[str]]]
+
+
 @cache
-def ignore_rules() -> list[tuple[bool, re.Pattern[str]]]:
-    """(excludes, regex) per .dockerignore line, in order."""
+def ignore_rules(text: str | None = None) -> Rules:
+    """(excludes, regex) per line of a .dockerignore (by default the project's), in order."""
     rules = []
-    for raw in DOCKERIGNORE.read_text().splitlines():
+    for raw in (DOCKERIGNORE.read_text() if text is None else text).splitlines():
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -89,14 +95,42 @@ def _glob_regex(pattern: str) -> str:
     return out
 
 
-def in_context(path: str) -> bool:
-    """Whether ``path`` (relative to the repository root) is sent to the builder."""
+def in_context(path: str, rules: Rules | None = None) -> bool:
+    """Whether ``path`` (relative to the repository root) is sent to the builder (BuildKit)."""
     parents = [path] + [str(p) for p in Path(path).parents if str(p) != "."]
     excluded = False
-    for excludes, regex in ignore_rules():
+    for excludes, regex in ignore_rules() if rules is None else rules:
         if any(regex.fullmatch(candidate) for candidate in parents):
             excluded = excludes
     return not excluded
+
+
+def copied_by_buildah(source: str, path: str, rules: Rules | None = None) -> bool:
+    """Whether ``COPY source`` takes ``path`` under buildah's reading: it walks down from the
+    source and skips a folder that is excluded, so nothing inside it can be let back in."""
+    walked = Path(source.rstrip("/"))
+    for part in Path(path).relative_to(walked).parts:
+        if not in_context(str(walked), rules):
+            return False
+        walked /= part
+    return in_context(str(walked), rules)
+
+
+def copy_sources() -> list[str]:
+    """The build-context sources of every COPY (not ``--from`` another stage)."""
+    return [
+        source
+        for stage in stages()
+        for word, args in stage
+        if word == "COPY" and not args.startswith("--from")
+        for source in args.split()[:-1]
+    ]
+
+
+def files_under(source: str) -> list[str]:
+    path = REPO_ROOT / source
+    files = [f for f in path.rglob("*") if f.is_file()] if path.is_dir() else [path]
+    return sorted(str(f.relative_to(REPO_ROOT)) for f in files if "__pycache__" not in f.parts)
 
 
 def test_hadolint_finds_nothing() -> None:
@@ -165,6 +199,8 @@ def test_the_image_holds_no_torch() -> None:
         "emulators/launcher.py",
         "bench/run.py",
         "models/README.md",
+        "models/build_tabular.py",
+        "models/artifacts.py",
         "functions/core/__pycache__/serve.cpython-311.pyc",
         "skaffold.yaml",
     ],
@@ -189,23 +225,31 @@ def test_dockerignore_lets_in(path: str) -> None:
 
 
 def test_every_copy_source_exists_and_is_in_the_context() -> None:
-    sources = [
-        source
-        for stage in stages()
-        for word, args in stage
-        if word == "COPY" and not args.startswith("--from")
-        for source in args.split()[:-1]
-    ]
+    sources = copy_sources()
     assert "build/models/" in sources  # the models are baked in (docs/cluster.md)
     for source in sources:
-        path = REPO_ROOT / source
-        assert path.exists(), f"COPY {source}: no such file (make models?)"
-        files = [f for f in path.rglob("*") if f.is_file()] if path.is_dir() else [path]
-        sent = [f for f in files if in_context(str(f.relative_to(REPO_ROOT)))]
+        assert (REPO_ROOT / source).exists(), f"COPY {source}: no such file (make models?)"
+        sent = [f for f in files_under(source) if in_context(f)]
         assert sent, f"COPY {source}: .dockerignore leaves all of it out"
+
+
+@pytest.mark.parametrize("source", copy_sources())
+def test_buildah_and_buildkit_copy_the_same_files(source: str) -> None:
+    files = files_under(source)
+    assert [f for f in files if in_context(f)] == [f for f in files if copied_by_buildah(source, f)]
+
+
+def test_the_buildah_reading_finds_the_allowlist_that_failed_under_podman() -> None:
+    """The allowlist before this reading was checked: BuildKit sent the cards, buildah none."""
+    before = ignore_rules("*\n!pyproject.toml\n!functions\n!models/*/model.toml\n!build/models\n")
+    assert in_context("models/iris-svc/model.toml", before)
+    assert not copied_by_buildah("models/", "models/iris-svc/model.toml", before)
+    assert copied_by_buildah("build/models/", "build/models/iris-svc.onnx", before)
 
 
 def test_the_context_holds_every_function_and_card() -> None:
     files = [*REPO_ROOT.glob("functions/**/*.py"), *REPO_ROOT.glob("models/*/model.toml")]
     paths = [str(f.relative_to(REPO_ROOT)) for f in files if "__pycache__" not in f.parts]
     assert [path for path in paths if not in_context(path)] == []
+    cards = [path for path in paths if path.startswith("models/")]
+    assert [card for card in cards if not copied_by_buildah("models/", card)] == []

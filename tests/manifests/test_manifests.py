@@ -178,13 +178,13 @@ def test_cli_fails_on_a_broken_manifest(
     assert "Service/iris: spec.template.spec.timeoutSeconds: 9999" in capsys.readouterr().out
 
 
-def test_shared_dir_comes_from_the_environment(
+def test_schema_dir_comes_from_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("SHARED_DIR", str(tmp_path))
-    assert ValidateSettings().shared_dir == tmp_path
-    with pytest.raises(FileNotFoundError, match="SHARED_DIR"):
-        SchemaIndex(tmp_path / "schemas")
+    monkeypatch.setenv("SCHEMA_DIR", str(tmp_path))
+    assert ValidateSettings().schema_dir == tmp_path
+    with pytest.raises(FileNotFoundError, match="SCHEMA_DIR"):
+        SchemaIndex(tmp_path)
 
 
 # -- broken manifests are caught ---------------------------------------------------------

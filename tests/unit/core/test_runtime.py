@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -73,3 +76,31 @@ def test_onnx_batch_matches_row_by_row() -> None:
     rows = np.concatenate([model.predict(row[np.newaxis]) for row in x])
     np.testing.assert_allclose(batch, rows, rtol=1e-5)
     np.testing.assert_allclose(batch.sum(axis=1), 1.0, rtol=1e-5)
+
+
+TELEMETRY_STORE = Path(".cache", "Microsoft")  # where onnxruntime >= 1.31 keeps its device id
+
+
+def run_python(code: str, home: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORT_", "XDG_"))}
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, env={**env, "HOME": str(home)},
+        check=False, timeout=60, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+
+def test_onnx_runtime_runs_no_telemetry(tmp_path: Path) -> None:
+    bare, ours = tmp_path / "bare", tmp_path / "ours"
+    run_python("import onnxruntime", bare)
+    if not (bare / TELEMETRY_STORE).exists():
+        pytest.skip("this onnxruntime keeps no telemetry store: nothing to turn off")
+    run_python(
+        "from functions.core.cards import load_card\n"
+        "from functions.core.runtime import load_predictor\n"
+        "from pathlib import Path\n"
+        f"load_predictor(load_card(Path({str(CARDS)!r}), 'iris-svc'), Path({str(MODEL_DIR)!r}), 1)\n"
+        "import os; assert os.environ['ORT_DISABLE_TELEMETRY'] == '1'",
+        ours,
+    )
+    assert not (ours / TELEMETRY_STORE).exists()
