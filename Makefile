@@ -43,7 +43,7 @@ models: $(VENV)/.installed $(BUILD_VENV)/.installed ## build every model in mode
 	@echo "tabular models (scikit-learn + skl2onnx):"
 	@$(PY) models/build_tabular.py --out $(MODEL_DIR)
 	@echo "image models (torch -> ONNX / LiteRT, in $(BUILD_VENV)):"
-	@TF_CPP_MIN_LOG_LEVEL=3 $(BUILD_VENV)/bin/python models/build_images.py --out $(MODEL_DIR)
+	@$(BUILD_VENV)/bin/python models/build_images.py --out $(MODEL_DIR)
 
 test: models ## set everything up and run unit, contract and loopback end-to-end tests
 	$(PY) -m pytest

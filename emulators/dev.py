@@ -38,7 +38,7 @@ from aiohttp import web
 
 from emulators.broker import Broker, Topology, local_resolver, sink_bindings
 from emulators.gateway import Gateway
-from emulators.launcher import Launcher, emit, free_port
+from emulators.launcher import Launcher, emit, listening_socket
 from emulators.manifests import REPO_ROOT, Resource, load_kustomization, watch
 from emulators.routing import RouteTable
 from functions.core.logging import quiet_per_call_loggers
@@ -55,9 +55,12 @@ class Platform:
     ) -> None:
         self.knative, self.eventing = knative, eventing
         self.gateway_url = f"http://{host}:{port}"
-        self.local_port = free_port(host)
+        # The inner listeners are bound now and held: the Services' ports, picked next, and
+        # anything else on the machine cannot take theirs before they serve.
+        self.local_socket, self.broker_socket = listening_socket(host), listening_socket(host)
+        self.local_port = self.local_socket.getsockname()[1]
         self.local_gateway_url = f"http://{host}:{self.local_port}"
-        self.broker_port = free_port(host)
+        self.broker_port = self.broker_socket.getsockname()[1]
         self.broker_url = f"http://{host}:{self.broker_port}"
         self.resolve = local_resolver(self.local_gateway_url, self.broker_url)
         self.rng = random.Random(seed)
@@ -129,8 +132,8 @@ async def serve(platform: Platform, launcher: Launcher, host: str, port: int, gr
     public = web.TCPSite(gateway_runner, host, port)
     for site in (
         public,
-        web.TCPSite(gateway_runner, host, platform.local_port),
-        web.TCPSite(broker_runner, host, platform.broker_port),
+        web.SockSite(gateway_runner, platform.local_socket),
+        web.SockSite(broker_runner, platform.broker_socket),
     ):
         await site.start()
     launcher.start()
@@ -210,7 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     sinks = sink_bindings(platform.resources(), platform.resolve)
     # Services calling others by their Knative URL (*.svc.cluster.local) reach them through
     # the cluster-local gateway, as in a cluster (functions/core/client.py).
-    env = {**os.environ, "CLUSTER_LOCAL_GATEWAY": platform.local_gateway_url}
+    # Each Service's server says only what went wrong: the launcher prints when it is ready.
+    env = {"SERVER_LOG_LEVEL": "warning", **os.environ}
+    env["CLUSTER_LOCAL_GATEWAY"] = platform.local_gateway_url
     launcher = Launcher(args.knative, env, sinks=sinks)
     uvloop.run(serve(platform, launcher, args.host, args.port, args.grace))
     return 0

@@ -57,11 +57,13 @@ import argparse
 import json
 import logging
 import math
+import os
 import re
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -215,6 +217,23 @@ def _quiet_converters() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     # raised inside torch.export by torch 2.13's own pytree code, once per export
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)`")
+
+
+@contextmanager
+def _native_stderr_to(log: Path) -> Iterator[None]:
+    """Send what native code writes to fd 2 (TensorFlow's and LiteRT's start-up lines, which
+    no Python logger or warning filter reaches) to ``log`` for the duration."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with log.open("ab") as sink:
+            os.dup2(sink.fileno(), 2)
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 @cache
@@ -406,16 +425,17 @@ def main(argv: list[str] | None = None) -> int:
     names = args.only or list(MODELS)
     for name in names:
         model_card = card(args.cards, name)
-        network = _network(MODELS[name], model_card)
         target = needs_build(args.cards, args.out, name)
-        if target is None:
+        if target is None:  # its sha256 is the card's: the bytes verified when it was built
             report(args.cards, args.out, name, "reused")
-        else:
+            continue
+        network = _network(MODELS[name], model_card)
+        with _native_stderr_to(args.out.parent / "logs" / "image-models.log"):
             print(f"  {name:<28} exporting {model_card['file']} ...", flush=True)
             started = time.perf_counter()
             _build(network, model_card, target)
             report(args.cards, args.out, name, f"built in {time.perf_counter() - started:.1f}s")
-        _verify(name, network, model_card, args.out)
+            _verify(name, network, model_card, args.out)
     failed = finish(args.cards, args.out, names, update=args.update_cards)
     return failed | _finish_labels(args.cards, args.out, names, update=args.update_cards)
 

@@ -21,6 +21,7 @@ import httpx
 from aiohttp import web
 from flask.testing import FlaskClient
 
+from emulators.launcher import free_port  # the tests pick ports as the launcher does
 from functions.core.settings import REPO_ROOT
 
 MODEL_DIR = REPO_ROOT / "build" / "models"
@@ -47,12 +48,6 @@ def predictor_client(model: str, **env: str) -> FlaskClient:
 def sample_bytes(name: str) -> bytes:
     """A test photo shipped by scikit-image / scikit-learn, copied there by `make models`."""
     return (SAMPLES / name).read_bytes()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(check: Callable[[], T | None], timeout: float, what: str) -> T:

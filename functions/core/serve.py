@@ -29,6 +29,7 @@ from typing import Any
 import granian.log
 from granian import Granian
 from granian.constants import Interfaces
+from granian.log import LogLevels
 
 from functions.core.settings import BaseFunctionSettings, build_settings
 
@@ -150,6 +151,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
     parser.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS", "1")))
     parser.add_argument("--threads", type=int, default=int(os.environ.get("THREADS", "1")))
+    parser.add_argument(  # the server's own lines (start, workers, stop); make dev: warning
+        "--server-log-level",
+        choices=[level.value for level in LogLevels],
+        default=os.environ.get("SERVER_LOG_LEVEL", "info").lower(),
+    )
     args = parser.parse_args(argv)
     if not args.target or not args.source:
         parser.error("--target and --source (or FUNCTION_TARGET and FUNCTION_SOURCE) are required")
@@ -170,6 +176,7 @@ def main(argv: list[str] | None = None) -> None:
         # launcher) restarts the container with backoff and the log says why.
         respawn_failed_workers=False,
         log_access=False,
+        log_level=LogLevels(args.server_log_level),
         log_dictconfig=_GRANIAN_LOG,
         websockets=False,  # WSGI has none; left on, granian says so at every start
         workers_kill_timeout=30,  # SIGTERM: let in-flight requests finish, then stop
