@@ -31,7 +31,7 @@ $(VENV)/.installed: pyproject.toml
 
 # torch first and pinned: the local CPU wheel, never the registry's CUDA build
 $(BUILD_VENV)/.installed: models/build_env.txt
-	$(call step,$(BUILD_VENV): torch (CPU) and the exporters for the image models (first time about 2 min),venv-build,\
+	$(call step,$(BUILD_VENV): torch (CPU) and the exporters for the image models (first time about 1 min),venv-build,\
 	  $(PYTHON) -m venv $(BUILD_VENV) \
 	  && $(BUILD_VENV)/bin/pip install --disable-pip-version-check torch==2.13.0 \
 	  && $(BUILD_VENV)/bin/pip install --disable-pip-version-check -r models/build_env.txt)
