@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import re
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,8 +24,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from emulators.gateway import problem
+from emulators.durations import iso_seconds
 from emulators.manifests import Resource
+from emulators.problems import problem
 from functions.core import events
 from functions.core.errors import BadRequest, FunctionError, NotFound
 
@@ -36,19 +36,9 @@ BROKER = ("eventing.knative.dev/v1", "Broker")
 TRIGGER = ("eventing.knative.dev/v1", "Trigger")
 RETRYABLE = {404, 408, 409, 429}
 TTL = "knativebrokerttl"
-_ISO_DURATION = re.compile(r"P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?")
 
 Filter = Callable[[Mapping[str, Any]], bool]
 Resolve = Callable[[Mapping[str, Any]], str]  # a Destination (ref and/or uri) -> URL
-
-
-def iso_duration(text: str) -> float:
-    """Seconds in an ISO-8601 duration as Knative uses them (``PT0.2S``, ``PT1M``, ``P1D``)."""
-    match = _ISO_DURATION.fullmatch(text)
-    if not match or text in ("P", "PT"):
-        raise ValueError(f"not an ISO-8601 duration: {text!r}")
-    days, hours, minutes, seconds = (float(g or 0) for g in match.groups())
-    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
 
 
 @dataclass(frozen=True)
@@ -72,13 +62,13 @@ def delivery_of(spec: Mapping[str, Any] | None, resolve: Resolve, base: Delivery
     return Delivery(
         retry=int(spec.get("retry", base.retry)),
         backoff_policy=spec.get("backoffPolicy", base.backoff_policy),
-        backoff_delay=iso_duration(spec["backoffDelay"])
+        backoff_delay=iso_seconds(spec["backoffDelay"])
         if "backoffDelay" in spec
         else base.backoff_delay,
         dead_letter=resolve(spec["deadLetterSink"])
         if "deadLetterSink" in spec
         else base.dead_letter,
-        timeout=iso_duration(spec["timeout"]) if "timeout" in spec else base.timeout,
+        timeout=iso_seconds(spec["timeout"]) if "timeout" in spec else base.timeout,
     )
 
 

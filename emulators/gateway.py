@@ -22,25 +22,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from emulators.problems import problem, problems, request_id
 from emulators.routing import Decision, KService, NoRoute, RouteTable
 from emulators.upstream import Upstreams
 from functions.core.errors import (
-    PROBLEM_CONTENT_TYPE,
     FunctionError,
     GatewayTimeout,
     NotFound,
     ServiceUnavailable,
     error_for_status,
-    internal_error,
-    problem_body,
 )
 
 logger = logging.getLogger(__name__)
@@ -202,37 +199,3 @@ class Gateway:
                 ]
             services.append(entry)
         return {"services": services, "broker": {"url": self.broker_url}}
-
-
-def request_id(request: web.BaseRequest) -> str:
-    """The client's ``X-Request-Id``, else a new one (as Envoy makes one)."""
-    return request.headers.get("X-Request-Id") or str(uuid.uuid4())
-
-
-@web.middleware
-async def problems(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """aiohttp's own HTTP errors (no route, body over ``client_max_size``) and unexpected
-    exceptions as problems; an app (this gateway, the broker) lists it in ``middlewares``."""
-    try:
-        return await handler(request)
-    except web.HTTPException as e:
-        if e.status < 400:
-            raise
-        allow = {k: v for k, v in e.headers.items() if k.lower() == "allow"}
-        error = error_for_status(e.status, e.text or e.reason)
-        error.headers.update(allow)
-        return problem(error, request_id(request))
-    except Exception:
-        logger.exception("unhandled error on %s %s", request.method, request.path)
-        return problem(internal_error(), request_id(request))
-
-
-def problem(error: FunctionError, rid: str) -> web.Response:
-    return web.Response(
-        status=error.status,
-        body=orjson.dumps(problem_body(error, rid)),
-        content_type=PROBLEM_CONTENT_TYPE,
-        headers={"X-Request-Id": rid, **error.headers},
-    )

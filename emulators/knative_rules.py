@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
+from emulators.durations import go_duration, iso_duration
+
 Finding = tuple[str, str]  # (JSON path, message)
 
 # -- names and paths -------------------------------------------------------------------------
@@ -66,42 +68,6 @@ def _list(value: Any) -> list[Any]:
 
 def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-# -- durations -------------------------------------------------------------------------------
-
-_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
-_GO_PART = r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)"
-_GO_DURATION = re.compile(rf"[-+]?(?:{_GO_PART})+")
-_NUM = r"(\d+(?:[.,]\d+)?)"
-_ISO_DURATION = re.compile(
-    rf"(-)?P(?:{_NUM}Y)?(?:{_NUM}M)?(?:{_NUM}W)?(?:{_NUM}D)?(?:T(?:{_NUM}H)?(?:{_NUM}M)?(?:{_NUM}S)?)?"
-)
-_ISO_SECONDS = (365 * 86400, 30 * 86400, 7 * 86400, 86400, 3600, 60, 1)
-
-
-def go_duration(text: Any) -> float | None:
-    """Seconds in a Go duration (``1.5s``, ``300ms``, ``1h2m``); None where Go would refuse it."""
-    if not isinstance(text, str):
-        return None
-    if text.lstrip("-+") == "0":
-        return 0.0
-    if not _GO_DURATION.fullmatch(text):
-        return None
-    seconds = sum(float(n) * _GO_UNITS[unit] for n, unit in re.findall(_GO_PART, text))
-    return -seconds if text.startswith("-") else seconds
-
-
-def iso_duration(text: Any) -> float | None:
-    """Seconds in an ISO-8601 duration (``PT1S``, ``P1DT2H``); None if it is not one."""
-    if not isinstance(text, str):
-        return None
-    match = _ISO_DURATION.fullmatch(text)
-    if match is None or text.endswith(("P", "T")):
-        return None
-    numbers = [float(n.replace(",", ".")) if n else 0.0 for n in match.groups()[1:]]
-    seconds = sum(n * unit for n, unit in zip(numbers, _ISO_SECONDS, strict=True))
-    return -seconds if match[1] else seconds
 
 
 # -- Knative Serving -------------------------------------------------------------------------

@@ -66,8 +66,18 @@ def load_kustomization(folder: Path) -> list[Resource]:
 
 
 @dataclass(frozen=True)
+class TrafficTarget:
+    """One entry of a Knative Service's ``traffic`` block, its revision resolved."""
+
+    revision: str
+    percent: int
+    tag: str | None
+
+
+@dataclass(frozen=True)
 class ServiceSpec:
-    """What the launcher needs of a Knative Service: its latest revision's process."""
+    """A Knative Service as the emulators use it, read once from its manifest: its latest
+    revision's process (the launcher) and its traffic (the gateway)."""
 
     name: str
     namespace: str
@@ -77,6 +87,7 @@ class ServiceSpec:
     container_concurrency: int
     timeout_seconds: int
     annotations: dict[str, str] = field(default_factory=dict)
+    traffic: tuple[TrafficTarget, ...] = ()
 
     def injected_env(self, port: int) -> dict[str, str]:
         """What Knative Serving adds to the container's env (the runtime contract)."""
@@ -88,28 +99,38 @@ class ServiceSpec:
         }
 
 
-def knative_services(resources: list[Resource]) -> list[ServiceSpec]:
-    specs = []
-    for resource in resources:
-        if resource.key != KNATIVE_SERVICE:
-            continue
-        meta, template = resource.doc["metadata"], resource.doc["spec"]["template"]
-        container = template["spec"]["containers"][0]
-        probe = container.get("readinessProbe", {}).get("httpGet", {})
-        specs.append(
-            ServiceSpec(
-                name=meta["name"],
-                namespace=meta.get("namespace", "default"),
-                # Knative names the first revision <service>-00001 unless the template does.
-                revision=template.get("metadata", {}).get("name", f"{meta['name']}-00001"),
-                env={e["name"]: str(e.get("value", "")) for e in container.get("env", [])},
-                readiness_path=probe.get("path", "/"),
-                container_concurrency=int(template["spec"].get("containerConcurrency", 0)),
-                timeout_seconds=int(template["spec"].get("timeoutSeconds", 300)),
-                annotations=template.get("metadata", {}).get("annotations", {}),
+def service_spec(resource: Resource) -> ServiceSpec:
+    """The ServiceSpec of one Knative Service resource."""
+    meta, template = resource.doc["metadata"], resource.doc["spec"]["template"]
+    container = template["spec"]["containers"][0]
+    probe = container.get("readinessProbe", {}).get("httpGet", {})
+    # Knative names the first revision <service>-00001 unless the template does.
+    latest = template.get("metadata", {}).get("name", f"{meta['name']}-00001")
+    traffic = resource.doc["spec"].get("traffic") or [{"latestRevision": True, "percent": 100}]
+    return ServiceSpec(
+        name=meta["name"],
+        namespace=meta.get("namespace", "default"),
+        revision=latest,
+        env={e["name"]: str(e.get("value", "")) for e in container.get("env", [])},
+        readiness_path=probe.get("path", "/"),
+        container_concurrency=int(template["spec"].get("containerConcurrency", 0)),
+        timeout_seconds=int(template["spec"].get("timeoutSeconds", 300)),
+        annotations=template.get("metadata", {}).get("annotations", {}),
+        traffic=tuple(
+            TrafficTarget(
+                latest
+                if entry.get("latestRevision", "revisionName" not in entry)
+                else entry["revisionName"],
+                int(entry.get("percent", 0)),
+                entry.get("tag"),
             )
-        )
-    return specs
+            for entry in traffic
+        ),
+    )
+
+
+def knative_services(resources: list[Resource]) -> list[ServiceSpec]:
+    return [service_spec(r) for r in resources if r.key == KNATIVE_SERVICE]
 
 
 def _mtimes(folders: Sequence[Path]) -> dict[Path, float]:

@@ -16,22 +16,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from emulators.manifests import KNATIVE_SERVICE, Resource
+from emulators.durations import go_seconds
+from emulators.manifests import Resource, ServiceSpec, knative_services
 
 VIRTUAL_SERVICE_KINDS = {
     (f"networking.istio.io/{v}", "VirtualService") for v in ("v1", "v1beta1", "v1alpha3")
 }
 KNATIVE_LOCAL_GATEWAY = "knative-local-gateway"
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def go_duration(text: str) -> float:
-    """Seconds in an Istio (Go) duration such as ``1.5s``, ``300ms`` or ``1m30s``."""
-    parts = _DURATION.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise ValueError(f"not a duration: {text!r}")
-    return sum(float(n) * _UNITS[u] for n, u in parts)
 
 
 @dataclass(frozen=True)
@@ -138,12 +129,7 @@ class RouteTable:
         rng: random.Random | None = None,
     ) -> RouteTable:
         """``upstreams`` maps revision names to the URLs of their local processes."""
-        services = {
-            s.name: s
-            for r in resources
-            if r.key == KNATIVE_SERVICE
-            for s in [_kservice(r, upstreams)]
-        }
+        services = {s.name: _kservice(s, upstreams) for s in knative_services(resources)}
         virtual = {
             v.name: v for r in resources if r.key in VIRTUAL_SERVICE_KINDS for v in [_virtual(r)]
         }
@@ -233,30 +219,16 @@ class RouteTable:
         return self.rng.uniform(0, 100) < percent
 
 
-def _kservice(resource: Resource, upstreams: Mapping[str, str]) -> KService:
-    doc = resource.doc
-    name = doc["metadata"]["name"]
-    template = doc["spec"]["template"]
-    latest = template.get("metadata", {}).get("name", f"{name}-00001")
-    traffic = doc["spec"].get("traffic") or [{"latestRevision": True, "percent": 100}]
-    targets = []
-    for entry in traffic:
-        revision = (
-            latest
-            if entry.get("latestRevision", "revisionName" not in entry)
-            else entry["revisionName"]
-        )
-        targets.append(
-            Target(
-                revision, int(entry.get("percent", 0)), entry.get("tag"), upstreams.get(revision)
-            )
-        )
+def _kservice(spec: ServiceSpec, upstreams: Mapping[str, str]) -> KService:
+    targets = tuple(
+        Target(t.revision, t.percent, t.tag, upstreams.get(t.revision)) for t in spec.traffic
+    )
     return KService(
-        name=name,
-        namespace=doc["metadata"].get("namespace", "default"),
-        targets=tuple(targets),
-        container_concurrency=int(template["spec"].get("containerConcurrency", 0)),
-        timeout=float(template["spec"].get("timeoutSeconds", 300)),
+        name=spec.name,
+        namespace=spec.namespace,
+        targets=targets,
+        container_concurrency=spec.container_concurrency,
+        timeout=float(spec.timeout_seconds),
     )
 
 
@@ -312,8 +284,8 @@ def _virtual(resource: Resource) -> VirtualService:
                 name=http.get("name", f"rule-{i}"),
                 matches=matches,
                 destinations=destinations,
-                timeout=go_duration(http["timeout"]) if "timeout" in http else None,
-                delay=(go_duration(delay["fixedDelay"]), _percent(delay)) if delay else None,
+                timeout=go_seconds(http["timeout"]) if "timeout" in http else None,
+                delay=(go_seconds(delay["fixedDelay"]), _percent(delay)) if delay else None,
                 abort=(int(abort["httpStatus"]), _percent(abort)) if abort else None,
             )
         )

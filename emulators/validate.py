@@ -39,12 +39,12 @@ import yaml
 from pydantic import Field
 from pydantic_settings import BaseSettings
 
+from emulators.durations import go_duration
 from emulators.knative_rules import (
     Finding,
     dns1035_label,
     dns1123_label,
     dns1123_subdomain,
-    go_duration,
     json_path,
     semantic_findings,
 )

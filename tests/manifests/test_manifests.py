@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 import yaml
 
-from emulators.knative_rules import go_duration, iso_duration
 from emulators.manifests import (
     KNATIVE_SERVICE,
     REPO_ROOT,
@@ -438,22 +437,6 @@ def test_virtual_service_durations(virtual_service: dict[str, Any]) -> None:
     found = findings(virtual_service)
     assert_found(found, "spec.http[0].timeout", "not a Go duration")
     assert_found(found, "spec.http[0].fault.delay.fixedDelay", "not a Go duration")
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [("1.5s", 1.5), ("300ms", 0.3), ("1h2m", 3720), ("0", 0), ("1.5 s", None), ("300", None)],
-)
-def test_go_duration(text: str, seconds: float | None) -> None:
-    assert go_duration(text) == pytest.approx(seconds)
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [("PT0.2S", 0.2), ("PT1M", 60), ("P1DT1H", 90000), ("PT", None), ("5 seconds", None)],
-)
-def test_iso_duration(text: str, seconds: float | None) -> None:
-    assert iso_duration(text) == pytest.approx(seconds)
 
 
 def test_strictify() -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from emulators.broker import Delivery, compile_filters, delivery_of, iso_duration
+from emulators.broker import Delivery, compile_filters, delivery_of
 
 EVENT = {
     "type": "dev.mlserving.inference.requested.v1",
@@ -68,16 +68,3 @@ def test_trigger_delivery_overrides_the_broker_one() -> None:
     assert merged == Delivery(
         retry=1, backoff_policy="linear", backoff_delay=1.0, dead_letter="http://dls"
     )
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"), [("PT0.2S", 0.2), ("PT1M", 60), ("PT1H30M", 5400), ("P1D", 86400)]
-)
-def test_iso_durations(text: str, seconds: float) -> None:
-    assert iso_duration(text) == pytest.approx(seconds)
-
-
-@pytest.mark.parametrize("text", ["1s", "PT", "P", "5 seconds", "PT-1S"])
-def test_bad_iso_durations(text: str) -> None:
-    with pytest.raises(ValueError, match="ISO-8601"):
-        iso_duration(text)

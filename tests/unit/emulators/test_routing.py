@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from emulators.manifests import Resource
-from emulators.routing import NoRoute, RouteTable, go_duration
+from emulators.routing import NoRoute, RouteTable
 
 GATEWAY = "knative-local-gateway.istio-system.svc.cluster.local"
 
@@ -199,16 +199,3 @@ def test_destination_by_service_host_and_by_rewrite_authority() -> None:
     t = table(ksvc("b"), ksvc("c"), vs("d", [{"route": [direct]}]), vs("r", [rewritten]))
     assert t.decide("h", "/d/", {}).service.name == "b"
     assert t.decide("h", "/r/", {}).service.name == "c"
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"), [("1s", 1.0), ("300ms", 0.3), ("1.5s", 1.5), ("1m30s", 90.0)]
-)
-def test_go_durations(text: str, seconds: float) -> None:
-    assert go_duration(text) == pytest.approx(seconds)
-
-
-@pytest.mark.parametrize("text", ["", "5", "5 seconds", "PT5S"])
-def test_bad_durations(text: str) -> None:
-    with pytest.raises(ValueError, match="duration"):
-        go_duration(text)
