@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 from bench.load import Load, wrk  # noqa: E402
 from bench.procs import dev_platform, memory_mb, running, tree_pids  # noqa: E402
 from bench.run import IRIS_ROW, SECONDS, Result, floor_ms, table  # noqa: E402
-from emulators.launcher import free_port  # noqa: E402
+from emulators.processes import free_port  # noqa: E402
 
 SERVICES = REPO / "knative" / "services"
 TARGET = 1.25

@@ -30,7 +30,7 @@ from typing import Any
 
 from bench.load import Load, wrk
 from bench.procs import measured_cpu, memory_mb, running
-from emulators.launcher import free_port
+from emulators.processes import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 PEER_VENV = REPO / ".venv-peer"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 import httpx
 
 from bench.load import Load
+from emulators.processes import stop_group
 
 
 def dev_platform(knative: Path, eventing: Path, port: int) -> list[str]:
@@ -100,9 +100,4 @@ def running(command: list[str], env: Mapping[str, str], ready_url: str, cwd: Pat
             time.sleep(0.1)
         yield process.pid
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_group(process, 20)

@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 from bench import peer  # noqa: E402
 from bench.load import Load, wrk  # noqa: E402
 from bench.procs import dev_platform, measured_cpu, running  # noqa: E402
-from emulators.launcher import free_port  # noqa: E402
+from emulators.processes import free_port  # noqa: E402
 from functions.core.cards import load_card  # noqa: E402
 from functions.core.preprocessing import decode_image, to_tensor  # noqa: E402
 from functions.core.runtime import load_predictor  # noqa: E402

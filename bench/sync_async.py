@@ -27,7 +27,7 @@ import httpx
 import yaml
 
 from bench.procs import dev_platform, running
-from emulators.launcher import free_port
+from emulators.processes import free_port
 from functions.core.cards import load_card
 from functions.core.preprocessing import decode_image, to_tensor
 from functions.core.runtime import load_predictor

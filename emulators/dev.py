@@ -38,8 +38,9 @@ from aiohttp import web
 
 from emulators.broker import Broker, Topology, local_resolver, sink_bindings
 from emulators.gateway import Gateway
-from emulators.launcher import Launcher, emit, listening_socket
+from emulators.launcher import Launcher, emit
 from emulators.manifests import REPO_ROOT, Resource, load_kustomization, watch
+from emulators.processes import listening_socket
 from emulators.routing import RouteTable
 from functions.core.logging import quiet_per_call_loggers
 

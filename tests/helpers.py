@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import http.client
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import httpx
 from aiohttp import web
 from flask.testing import FlaskClient
 
-from emulators.launcher import free_port  # the tests pick ports as the launcher does
+from emulators.processes import free_port, stop_group
 from functions.core.settings import REPO_ROOT
 
 MODEL_DIR = REPO_ROOT / "build" / "models"
@@ -92,13 +91,7 @@ def server(
             raise AssertionError(process.communicate()[1].decode()[-2000:]) from None
         yield process
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_group(process, 15)
         if process.stderr:
             process.stderr.close()
 

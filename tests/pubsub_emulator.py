@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
-import signal
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -14,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from emulators.processes import stop_group
 from tests.helpers import free_port, wait_for
 
 
@@ -46,15 +44,7 @@ def pubsub_emulator() -> Iterator[str]:
         wait_for(lambda: _listening(port), 60, "the Pub/Sub emulator to listen")
         yield f"127.0.0.1:{port}"
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        # the java child got the same signal; reap any that outlived gcloud's python
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
+        stop_group(process, 15)  # the java child too, should it outlive gcloud's python
 
 
 def _listening(port: int) -> bool | None:
