@@ -206,14 +206,14 @@ def prepare(settings: ContainerSettings) -> str:
         working, reasons = _answering(settings)
     if not working:
         raise EngineError("; ".join(reasons) or "no container engine, no apt-get to install one")
-    exe, base = working[0], base_image()
-    if subprocess.run([exe, "image", "inspect", base], capture_output=True).returncode == 0:
+    engine, base = Engine(working[0], (), ()), base_image()
+    if engine.has_image(base):
         return f"{base} is here"
     _step(f"pulling {base}")
-    if subprocess.run([exe, "pull", "--quiet", base], capture_output=True).returncode == 0:
+    if engine.command("pull", "--quiet", base, timeout=600).returncode == 0:
         return f"pulled {base}"
-    if Path(exe).name != "podman":
-        raise EngineError(f"{exe} cannot pull {base}, and the local base image needs podman")
+    if engine.name != "podman":
+        raise EngineError(f"{engine.exe} cannot pull {base}, and the local base image needs podman")
     _step(f"no registry: making {base} from Debian's packages ({BASE_IMAGE_SCRIPT.name})")
     subprocess.run(["bash", str(BASE_IMAGE_SCRIPT)], check=True)
     return f"made {base}"

@@ -49,25 +49,22 @@ def alive(pid: int) -> bool:
     return True
 
 
-def test_a_group_that_stops_on_sigterm_exits_with_its_own_status(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("handler", "status"),
+    [("lambda *a: sys.exit(3)", 3), ("signal.SIG_IGN", -signal.SIGKILL)],
+    ids=["stops-on-sigterm", "ignores-sigterm"],
+)
+def test_the_leader_s_status_and_sigkill_after_the_grace(
+    tmp_path: Path, handler: str, status: int
+) -> None:
     ready = tmp_path / "ready"
     process = in_its_own_session(
-        "import signal, sys, time\nsignal.signal(signal.SIGTERM, lambda *a: sys.exit(3))\n"
-        f"open({str(ready)!r}, 'w').close()\ntime.sleep(30)",
-        ready,
-    )
-    assert stop_group(process, 5) == 3
-
-
-def test_a_leader_that_ignores_sigterm_is_killed_after_the_grace(tmp_path: Path) -> None:
-    ready = tmp_path / "ready"
-    process = in_its_own_session(
-        "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        f"import signal, sys, time\nsignal.signal(signal.SIGTERM, {handler})\n"
         f"open({str(ready)!r}, 'w').close()\ntime.sleep(30)",
         ready,
     )
     started = time.monotonic()
-    assert stop_group(process, 0.5) == -signal.SIGKILL
+    assert stop_group(process, 0.5) == status
     assert time.monotonic() - started < 5
 
 
