@@ -82,7 +82,8 @@ TELEMETRY_STORE = Path(".cache", "Microsoft")  # where onnxruntime >= 1.31 keeps
 
 
 def run_python(code: str, home: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORT_", "XDG_"))}
+    # As on a user's machine: onnxruntime keeps no telemetry store where CI is set.
+    env = {k: v for k, v in os.environ.items() if k != "CI" and not k.startswith(("ORT_", "XDG_"))}
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO_ROOT, env={**env, "HOME": str(home)},
         check=False, timeout=60, capture_output=True, text=True,
