@@ -90,9 +90,15 @@ class Writer:
         self._dropped, self._warned = 0, 0.0
 
     def _open(self) -> int:
-        path = self.directory / f"spool-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
-        fd = _lock(path, create=True)
-        assert fd is not None
+        """A new spool, locked before the sender can see it: made and locked under a name the
+        sender does not read, then renamed (the lock stays with the open file). Created under
+        its own name, a sender polling in between found it empty and unlocked, took it for a
+        dead writer's and locked or removed it under the writer."""
+        name = f"spool-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
+        making = self.directory / f".{name}.new"
+        fd = _lock(making, create=True)
+        assert fd is not None, f"{making} is locked by another process"
+        making.rename(self.directory / name)
         return fd
 
     def emit(self, event: dict[str, object]) -> bool:
