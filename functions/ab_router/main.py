@@ -11,14 +11,13 @@ from __future__ import annotations
 from urllib.parse import quote
 
 import functions_framework
-import httpx
 from flask import Request, Response
 from werkzeug.routing import BaseConverter, Map, Rule
 
 from functions.ab_router.logic import assign
 from functions.ab_router.openapi import openapi
 from functions.ab_router.settings import RouterSettings, pairs
-from functions.core.client import forwarded_headers, pooled_client
+from functions.core.client import forwarded_headers, shared_client
 from functions.core.entry import lazy_service
 from functions.core.errors import BadRequest, GatewayTimeout, ServiceUnavailable
 from functions.core.http import HttpApp, json_response, read_limited
@@ -50,7 +49,7 @@ class Router:
         self.settings = settings
         self.urls = pairs(settings.variants)
         self.weights = [(name, int(w)) for name, w in pairs(settings.weights).items()]
-        self.client = pooled_client(cluster_local_gateway=settings.cluster_local_gateway)
+        self.client = shared_client(settings.cluster_local_gateway)
         document = openapi(settings.user_header)
         handlers = {"health": self.health, "forward": self.forward}
         self.app = HttpApp(ROUTES, handlers, openapi=lambda: document)
@@ -79,24 +78,24 @@ class Router:
         if request.query_string:
             url += "?" + request.query_string.decode("latin-1")
         try:
+            # WSGI header values are latin-1 text: they go out as the bytes they came in as.
             upstream = self.client.request(
                 request.method,
                 url,
-                content=body,
-                # WSGI header values are latin-1 text; as bytes they go out as they came in.
-                headers={k.encode(): v.encode("latin-1", "replace") for k, v in headers.items()},
                 timeout=self.settings.deadline_seconds,
+                headers=headers,
+                body=body if body or request.method not in ("GET", "HEAD") else None,
             )
-        except httpx.TimeoutException as e:
+        except TimeoutError as e:
             raise GatewayTimeout(
                 f"{base} did not answer in {self.settings.deadline_seconds:g}s"
             ) from e
-        except httpx.TransportError as e:
+        except OSError as e:
             raise ServiceUnavailable(f"{base} is unreachable: {type(e).__name__}") from e
-        response = Response(upstream.content, status=upstream.status_code)
+        response = Response(upstream.body, status=upstream.status)
         for name in ("Content-Type", "X-Model", "X-Model-Version"):
-            if name in upstream.headers:
-                response.headers[name] = upstream.headers[name]
+            if (value := upstream.headers.get(name.lower())) is not None:
+                response.headers[name] = value
         response.headers["X-Request-Id"] = rid
         return response
 

@@ -74,10 +74,8 @@ class WorkerService:
         self.app = HttpApp(ROUTES, handlers, observe, openapi=lambda: OPENAPI)
 
     def _event(self, request: Request) -> tuple[events.CloudEvent, InferenceRequestedData]:
-        headers, body = dict(request.headers), read_limited(request, self.settings.max_body_bytes)
-        if transport.is_push(headers, body):
-            headers, body = transport.from_push(body)
-        event = events.parse(headers, body)
+        body = read_limited(request, self.settings.max_body_bytes)
+        event = transport.receive(dict(request.headers), body, push=True)
         if event["type"] != events.INFERENCE_REQUESTED:
             raise ValidationFailed(f"this subscriber takes {events.INFERENCE_REQUESTED}")
         return event, validate_model(InferenceRequestedData, event.data)

@@ -7,6 +7,7 @@ attributes are lower-case alphanumerics of at most 20 characters (``jobid``).
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -42,6 +43,7 @@ __all__ = [
     "make",
     "parse",
     "to_binary",
+    "to_structured",
 ]
 
 
@@ -101,3 +103,13 @@ def to_binary(event: CloudEvent) -> tuple[dict[str, str], bytes]:
     return {k: str(v) for k, v in headers.items()}, body if isinstance(body, bytes) else str(
         body
     ).encode()
+
+
+def to_structured(event: CloudEvent) -> bytes:
+    """Structured-mode JSON text: ``data`` beside the attributes (bytes as ``data_base64``)."""
+    body = attributes(event)
+    if isinstance(event.data, bytes):
+        body["data_base64"] = base64.b64encode(event.data).decode()
+    elif event.data is not None:
+        body["data"] = event.data
+    return orjson.dumps(body)

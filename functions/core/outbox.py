@@ -7,7 +7,7 @@ one ``write(2)``: the bytes are in the kernel once it returns, so a worker kille
 after answering loses nothing. One sender per outbox directory (it holds ``.sender.lock``;
 under ``core.serve`` it is a process of its own, so sending never competes with requests for
 the GIL; under a dev server it is a thread) reads complete lines past each spool's
-checkpoint, posts each event, and advances the checkpoint only once the sink accepted it
+checkpoint, hands each event to the sink (``core.transport``), and advances the checkpoint only once the sink accepted it
 (at-least-once; the log sink is idempotent on the event id). While the sink is down events
 wait on disk and are re-sent with backoff. A spool fully sent whose writer is gone (its lock
 is free: it rotated, exited or was killed) is removed. Past ``max_bytes`` on disk new events
@@ -23,19 +23,18 @@ import functools
 import logging
 import os
 import re
-import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
-from urllib.parse import urlsplit
+from typing import Any
 
-import httptools
 import orjson
 from prometheus_client import Counter, Gauge
 
 from functions.core.settings import BaseFunctionSettings, build_settings
+from functions.core.transport import sink_for
 
 logger = logging.getLogger(__name__)
 
@@ -59,9 +58,9 @@ def _delivered(kind: str) -> Any:
     return DELIVERED.labels(kind)
 
 
-class Send(Protocol):
-    def __call__(self, line: bytes) -> None:
-        """Deliver one structured-mode event (a JSON line); raise when the sink refused it."""
+# Delivers one structured-mode event (a JSON line); raises when the sink refused it
+# (``core.transport``'s ``Sink.send``).
+Send = Callable[[bytes], None]
 
 
 def _lock(path: Path, *, create: bool) -> int | None:
@@ -147,8 +146,6 @@ class Sender:
             delay = self._poll if self.drain() else min(delay * 2, 10.0)  # sink down: back off
             self._stop.wait(delay)
         self.drain()  # graceful shutdown: what is spooled now goes out
-        if (close := getattr(self._send, "close", None)) is not None:
-            close()
         if lock is not None:
             os.close(lock)
 
@@ -191,83 +188,6 @@ class Sender:
                 done.unlink(missing_ok=True)
             os.close(fd)
         return True
-
-
-class _Answer:
-    """httptools' callbacks for one response: complete yet, and may the connection stay?"""
-
-    def __init__(self) -> None:
-        self.parser = httptools.HttpResponseParser(self)
-        self.complete = self.keep_alive = False
-
-    def on_message_complete(self) -> None:
-        # Asked here: once the callback has returned, llhttp has reset what it knew.
-        self.complete, self.keep_alive = True, self.parser.should_keep_alive()
-
-
-class HttpSender:
-    """POST each event in structured mode over one keep-alive connection.
-
-    Sending is most of what a logged prediction costs the Service's pod, so this is lean: the
-    request is a prebuilt head plus the line in one ``sendall``, and the answer is parsed by
-    httptools (llhttp, as uvicorn uses). http.client took ~4x the CPU per event, most of it
-    building headers and parsing the answer's through the ``email`` package.
-    """
-
-    def __init__(self, url: str, timeout: float = 5.0) -> None:
-        parts = urlsplit(url)
-        self.url, self.timeout = url, timeout
-        self.address = (parts.hostname or "", parts.port or 80)
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        self.head = (
-            f"POST {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-            "Content-Type: application/cloudevents+json\r\nContent-Length: "
-        ).encode()
-        self.sock: socket.socket | None = None
-
-    def __call__(self, line: bytes) -> None:
-        if self.sock is None:
-            self.sock = socket.create_connection(self.address, self.timeout)
-            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        answer = _Answer()
-        try:
-            self.sock.sendall(b"%s%d\r\n\r\n%s" % (self.head, len(line), line))
-            while not answer.complete:
-                data = self.sock.recv(65536)
-                if not data:
-                    raise ConnectionError(f"{self.url} closed the connection")
-                answer.parser.feed_data(data)
-        except (OSError, httptools.HttpParserError):
-            self.close()
-            raise
-        if not answer.keep_alive:
-            self.close()
-        status = answer.parser.get_status_code()
-        if not 200 <= status < 300:
-            raise RuntimeError(f"{self.url} answered {status}")
-
-    def close(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
-
-
-def send_for(settings: BaseFunctionSettings) -> Send:
-    """The transport the settings select, as for every event: K_SINK over HTTP, or Pub/Sub."""
-    if settings.event_transport == "pubsub":
-        from functions.core import events
-        from functions.core.transport import publisher
-
-        topic = publisher(
-            "pubsub", sink=None, project=settings.pubsub_project, topic=settings.pubsub_topic
-        )
-
-        def publish(line: bytes) -> None:
-            topic.publish(events.from_structured(orjson.loads(line)))
-
-        return publish
-    assert settings.k_sink is not None
-    return HttpSender(settings.k_sink)
 
 
 _TYPE = re.compile(rb'"type":"([^"\\]*)"')  # as Writer.emit's orjson writes it
@@ -323,7 +243,7 @@ def main() -> None:
     import sys
 
     settings = build_settings(BaseFunctionSettings)
-    sender = Sender(settings.outbox_path(), send_for(settings))
+    sender = Sender(settings.outbox_path(), sink_for(settings).send)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_IGN)
 

@@ -25,8 +25,9 @@ from flask import Request, Response
 from functions.core import metrics
 from functions.core.events import JOB_ID, PREDICTION_LOGGED
 from functions.core.http import RAW_BODY
-from functions.core.outbox import Sender, Writer, send_for
+from functions.core.outbox import Sender, Writer
 from functions.core.settings import BaseFunctionSettings
+from functions.core.transport import sink_for
 
 logger = logging.getLogger("predictions")
 
@@ -60,7 +61,7 @@ class Recorder:
         self._new_ids()
         os.register_at_fork(after_in_child=self._new_ids)  # a forked copy must not reuse them
         if settings.outbox_sender == "thread":  # no core.serve sender process: send from here
-            Sender(settings.outbox_path(), send_for(settings)).start()
+            Sender(settings.outbox_path(), sink_for(settings).send).start()
 
     def _new_ids(self) -> None:
         self._ids = itertools.count()

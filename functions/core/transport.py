@@ -1,63 +1,87 @@
-"""Where a function's events go: ``K_SINK`` over HTTP (Knative), or a Google Cloud Pub/Sub topic.
+"""Every path of an event to its sink, and back out of a delivery: the one event transport.
 
-``publisher(kind, ...)`` picks one by a setting; both take a CloudEvent and raise a 503
-problem when it could not be handed over. Over HTTP the event travels in binary mode (the
-Broker answers 202). Over Pub/Sub it follows the CloudEvents Pub/Sub binding: the data is
-the message body, every attribute a ``ce-`` message attribute. A push subscription hands
-the message to a subscriber; ``from_push`` turns its envelope back into a binary-mode HTTP
-message that ``events.parse`` reads, so subscribers need not know which transport ran.
+A function's events go to ``K_SINK`` over HTTP (Knative: a SinkBinding sets it to the
+Broker), or to a Google Cloud Pub/Sub topic; ``sink_for(settings)`` picks one by the
+``EVENT_TRANSPORT`` setting. Both sinks take an event two ways, with one contract: raise a
+503 problem when it could not be handed over.
+
+- ``publish(event)``: a CloudEvent built in the request (the sync-async proxy's job).
+- ``send(line)``: one structured-mode event as JSON text (what ``core.outbox`` spooled).
+
+Over HTTP an event travels in structured mode (``application/cloudevents+json``) over the
+process's ``core.client``, both ways; the Broker answers 202. Over Pub/Sub it follows the
+CloudEvents Pub/Sub binding: the data is the message body, every attribute a ``ce-`` message
+attribute. A push subscription hands the message to a subscriber as a JSON envelope;
+``receive`` reads an event from any delivery (binary or structured HTTP, or that envelope
+where the subscriber takes one), so subscribers need not know which transport ran.
 """
 
 from __future__ import annotations
 
 import base64
 from collections.abc import Mapping
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
-import httpx
 import orjson
 
 from functions.core import events
-from functions.core.client import pooled_client
-from functions.core.errors import ServiceUnavailable
+from functions.core.client import Client, shared_client
+from functions.core.errors import BadRequest, ServiceUnavailable
+from functions.core.http import REQUEST_ID_HEADER
+from functions.core.settings import BaseFunctionSettings
 
-Transport = Literal["http", "pubsub"]
+STRUCTURED = "application/cloudevents+json"
 
 
-class Publisher(Protocol):
-    def publish(self, event: events.CloudEvent) -> None: ...
+class Sink(Protocol):
+    def publish(self, event: events.CloudEvent) -> None:
+        """Hand over one CloudEvent; a 503 problem when the sink did not take it."""
+
+    def send(self, line: bytes) -> None:
+        """Hand over one structured-mode event (JSON text); a 503 problem as ``publish``."""
 
     def health(self) -> str:
         """``ok`` or the reason events cannot be sent."""
         ...
 
 
-class HttpPublisher:
-    def __init__(self, sink: str, seconds: float = 5.0, client: httpx.Client | None = None):
-        self.sink, self.seconds, self._client = sink, seconds, client
+class HttpSink:
+    """POST each event in structured mode to ``url`` (``K_SINK``) over keep-alive connections.
+
+    Sending is most of what a logged prediction costs the Service's pod, so a spooled line
+    goes out as it is: one prebuilt request, no parse and no SDK."""
+
+    def __init__(self, url: str, client: Client, seconds: float = 5.0) -> None:
+        self.url, self.client, self.seconds = url, client, seconds
 
     def publish(self, event: events.CloudEvent) -> None:
-        headers, body = events.to_binary(event)
-        if jobid := event.get(events.JOB_ID):
-            headers["X-Request-Id"] = str(jobid)
+        self._post(events.to_structured(event), event.get(events.JOB_ID))
+
+    def send(self, line: bytes) -> None:
+        self._post(line, None)
+
+    def _post(self, body: bytes, job_id: object) -> None:
+        headers = {"Content-Type": STRUCTURED}
+        if job_id:
+            headers[REQUEST_ID_HEADER] = str(job_id)
         try:
-            response = (self._client or pooled_client()).post(
-                self.sink, content=body, headers=headers, timeout=self.seconds
+            reply = self.client.request(
+                "POST", self.url, timeout=self.seconds, headers=headers, body=body
             )
-        except httpx.TransportError as e:
-            raise ServiceUnavailable(f"event sink {self.sink}: {type(e).__name__}") from e
-        if not 200 <= response.status_code < 300:
-            raise ServiceUnavailable(f"event sink {self.sink} answered {response.status_code}")
+        except OSError as e:
+            raise ServiceUnavailable(f"event sink {self.url}: {type(e).__name__}") from e
+        if not 200 <= reply.status < 300:
+            raise ServiceUnavailable(f"event sink {self.url} answered {reply.status}")
 
     def health(self) -> str:
         try:  # an ingress takes POST only: any answer below 500 means it is there
-            status = (self._client or pooled_client()).get(self.sink, timeout=2.0).status_code
-        except httpx.TransportError as e:
+            status = self.client.request("GET", self.url, timeout=2.0).status
+        except OSError as e:
             return f"unreachable: {type(e).__name__}"
         return "ok" if status < 500 else f"answered {status}"
 
 
-class PubSubPublisher:
+class PubSubSink:
     """google-cloud-pubsub; ``PUBSUB_EMULATOR_HOST`` in the environment selects the emulator."""
 
     def __init__(self, project: str, topic: str, seconds: float = 10.0) -> None:
@@ -77,6 +101,9 @@ class PubSubPublisher:
         except Exception as e:  # the client raises google.api_core errors and timeouts
             raise ServiceUnavailable(f"Pub/Sub topic {self.topic}: {type(e).__name__}") from e
 
+    def send(self, line: bytes) -> None:
+        self.publish(events.from_structured(orjson.loads(line)))
+
     def health(self) -> str:
         try:
             self._client.get_topic(topic=self.topic, timeout=2.0)
@@ -85,30 +112,39 @@ class PubSubPublisher:
         return "ok"
 
 
-def publisher(
-    kind: Transport, *, sink: str | None, project: str | None, topic: str | None
-) -> Publisher:
-    """The publisher a function's settings select."""
-    if kind == "pubsub":
-        if not (project and topic):
+def sink_for(settings: BaseFunctionSettings) -> Sink:
+    """The sink the settings select: ``K_SINK`` over HTTP, or the Pub/Sub topic."""
+    if settings.event_transport == "pubsub":
+        if not (settings.pubsub_project and settings.pubsub_topic):
             raise ValueError("the pubsub transport needs a project and a topic")
-        return PubSubPublisher(project, topic)
-    if not sink:
+        return PubSubSink(settings.pubsub_project, settings.pubsub_topic)
+    if not settings.k_sink:
         raise ValueError("the http transport needs K_SINK (a SinkBinding sets it)")
-    return HttpPublisher(sink)
+    return HttpSink(settings.k_sink, shared_client(settings.cluster_local_gateway))
 
 
-def is_push(headers: Mapping[str, str], body: bytes) -> bool:
-    """Whether a request is a Pub/Sub push envelope (``{"message": ..., "subscription": ...}``)."""
+def receive(headers: Mapping[str, str], body: bytes, *, push: bool = False) -> events.CloudEvent:
+    """The CloudEvent a delivery carries: binary or structured HTTP, or with ``push`` also a
+    Pub/Sub push envelope (``{"message": ..., "subscription": ...}``); 400 if none."""
+    if push and _is_push(headers, body):
+        headers, body = _from_push(body)
+    return events.parse(headers, body)
+
+
+def _is_push(headers: Mapping[str, str], body: bytes) -> bool:
     return not events.is_event(headers) and body.startswith(b"{") and b'"subscription"' in body
 
 
-def from_push(body: bytes) -> tuple[dict[str, str], bytes]:
+def _from_push(body: bytes) -> tuple[dict[str, str], bytes]:
     """Binary-mode CloudEvent headers and body from a Pub/Sub push envelope."""
-    envelope: dict[str, Any] = orjson.loads(body)
-    message = envelope.get("message") or {}
-    attributes: dict[str, str] = message.get("attributes") or {}
+    try:
+        envelope: dict[str, Any] = orjson.loads(body)
+        message = envelope.get("message") or {}
+        attributes: dict[str, str] = message.get("attributes") or {}
+        data = base64.b64decode(message.get("data", ""), validate=True)
+    except (ValueError, AttributeError, TypeError) as e:
+        raise BadRequest(f"not a Pub/Sub push envelope: {e}") from e
     headers = {k: v for k, v in attributes.items() if k.startswith("ce-")}
     if "content-type" in attributes:
         headers["content-type"] = attributes["content-type"]
-    return headers, base64.b64decode(message.get("data", ""))
+    return headers, data

@@ -1,6 +1,6 @@
 """The fan-out itself: one call per backend, all at once, under one deadline.
 
-Calls run on a thread pool over the process's keep-alive connections (``pool.py``), each
+Calls run on a thread pool over the proxy's keep-alive connections (``core.client``), each
 forwarding the request id and trace context (``functions.core.client.forwarded_headers``). Whatever
 has not answered when the deadline passes is a ``timeout`` failure; the proxy answers
 with the rest at once instead of waiting for it.
@@ -9,7 +9,6 @@ with the rest at once instead of waiting for it.
 from __future__ import annotations
 
 import functools
-import http.client
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, wait
@@ -17,9 +16,8 @@ from typing import Any
 
 import orjson
 
-from functions.core.client import forwarded_headers
+from functions.core.client import Client, forwarded_headers
 from functions.fanout_proxy.logic import Answer, Failure, Fanned, Outcome
-from functions.fanout_proxy.pool import ConnectionPool
 
 Job = Callable[[], Outcome]
 
@@ -28,7 +26,7 @@ class Backends:
     """The named backends of one proxy, called over ``client`` from the threads of ``pool``."""
 
     def __init__(
-        self, urls: Mapping[str, str], deadline: float, client: ConnectionPool, pool: Executor
+        self, urls: Mapping[str, str], deadline: float, client: Client, pool: Executor
     ) -> None:
         self.urls, self.deadline, self.client, self.pool = dict(urls), deadline, client, pool
         self._samples: dict[str, Any] = {}
@@ -89,7 +87,7 @@ class Backends:
 
 
 def fetch(
-    pool: ConnectionPool,
+    client: Client,
     method: str,
     url: str,
     rid: str,
@@ -98,12 +96,16 @@ def fetch(
     body: Any = None,
 ) -> Outcome:
     """One backend call as an outcome: never raises for what a backend can do wrong."""
-    payload = None if body is None else orjson.dumps(body)
+    headers = forwarded_headers(rid, incoming)
+    payload = None
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+        payload = orjson.dumps(body)
     try:
-        reply = pool.request(method, url, forwarded_headers(rid, incoming), payload, seconds)
+        reply = client.request(method, url, timeout=seconds, headers=headers, body=payload)
     except TimeoutError:
         return Failure(504, "timeout", f"no answer within {seconds:g}s")
-    except (OSError, http.client.HTTPException) as e:
+    except OSError as e:
         return Failure(503, "unavailable", f"{url} is unreachable: {type(e).__name__}")
     try:
         parsed = orjson.loads(reply.body)

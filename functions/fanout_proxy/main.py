@@ -14,14 +14,13 @@ import functions_framework
 from flask import Request, Response
 from werkzeug.routing import Map, Rule
 
-from functions.core.client import trace_context
+from functions.core.client import Client, trace_context
 from functions.core.entry import lazy_service
 from functions.core.http import HttpApp, json_response, parse_model, read_body
 from functions.core.openapi import Operation, document
 from functions.core.recording import observer
 from functions.fanout_proxy import logic
 from functions.fanout_proxy.backends import Backends
-from functions.fanout_proxy.pool import ConnectionPool
 from functions.fanout_proxy.schemas import FannedResponse, LabelResponse, rows_request
 from functions.fanout_proxy.settings import FanoutSettings
 
@@ -44,7 +43,7 @@ class FanoutService:
 
     def __init__(self, settings: FanoutSettings) -> None:
         self.settings = settings
-        self.connections = ConnectionPool(settings.max_connections, settings.cluster_local_gateway)
+        self.connections = Client(settings.max_connections, settings.cluster_local_gateway)
         self.threads = ThreadPoolExecutor(settings.max_connections, thread_name_prefix="fanout")
         self.backends = Backends(
             settings.backends, settings.backend_timeout, self.connections, self.threads

@@ -15,7 +15,7 @@ from flask import Request, Response
 from pydantic import ValidationError
 from werkzeug.routing import Map, Rule
 
-from functions.core import events
+from functions.core import events, transport
 from functions.core.catalog import PredictionLogData
 from functions.core.entry import lazy_service
 from functions.core.errors import NotFound, ValidationFailed
@@ -73,9 +73,8 @@ class LogService:
         self.app = HttpApp(ROUTES, handlers, observe, openapi=lambda: OPENAPI)
 
     def on_prediction_logged(self, request: Request, rid: str) -> Response:
-        event = events.parse(
-            dict(request.headers), read_limited(request, self.settings.max_body_bytes)
-        )
+        body = read_limited(request, self.settings.max_body_bytes)
+        event = transport.receive(dict(request.headers), body)
         if event["type"] != events.PREDICTION_LOGGED:
             raise ValidationFailed(
                 f"this subscriber takes {events.PREDICTION_LOGGED}, not {event['type']}"

@@ -16,7 +16,7 @@ from werkzeug.routing import Map, Rule
 
 from functions.core import transport
 from functions.core.cards import load_card
-from functions.core.client import call, pooled_client
+from functions.core.client import shared_client
 from functions.core.entry import lazy_service
 from functions.core.errors import BadRequest, FunctionError, NotFound, ServiceUnavailable
 from functions.core.http import HttpApp, json_response, parse_model, read_body
@@ -56,13 +56,8 @@ class SyncAsyncService:
     def __init__(self, settings: SyncAsyncSettings) -> None:
         self.settings = settings
         self.store = open_store(settings.job_store_url, settings.job_ttl_seconds)
-        self.events = transport.publisher(
-            settings.event_transport,
-            sink=settings.k_sink,
-            project=settings.pubsub_project,
-            topic=settings.pubsub_topic,
-        )
-        self.client = pooled_client(cluster_local_gateway=settings.cluster_local_gateway)
+        self.events = transport.sink_for(settings)
+        self.client = shared_client(settings.cluster_local_gateway)
         card = load_card(settings.model_cards, settings.fast_model)
         assert card.sample is not None
         assert card.sample.image is not None
@@ -104,11 +99,11 @@ class SyncAsyncService:
         """Fast answer first (its failure creates no job), then the job, then the event."""
         s = self.settings
         payload = {"image_data": base64.b64encode(raw).decode()}
-        answer = call(
+        answer = self.client.call(
             "POST", s.fast_url + "/predict/label", rid, seconds=s.backend_timeout,
-            incoming=request.headers, json=payload, client=self.client,
+            incoming=request.headers, json=payload,
         )  # fmt: skip
-        label = logic.fast_label(answer.status_code, logic.parse_json(answer.content))
+        label = logic.fast_label(answer.status, logic.parse_json(answer.body))
         job = logic.new_job(rid, s.fast_model, label, time.time(), s.job_deadline_seconds)
         if not self.store.create(job):
             raise BadRequest(f"job {rid} exists already: send a new X-Request-Id")
@@ -124,26 +119,19 @@ class SyncAsyncService:
 
     def _health(self, url: str, rid: str, request: Request) -> str:
         try:
-            status = call(
-                "GET",
-                url + "/health",
-                rid,
-                seconds=2.0,
-                incoming=request.headers,
-                client=self.client,
-            )
+            status = self.client.call(
+                "GET", url + "/health", rid, seconds=2.0, incoming=request.headers
+            ).status
         except FunctionError as e:
             return e.detail
-        return "ok" if status.status_code == 200 else f"answered {status.status_code}"
+        return "ok" if status == 200 else f"answered {status}"
 
     def _get(self, url: str, rid: str, request: Request) -> object:
         seconds = self.settings.backend_timeout
-        response = call(
-            "GET", url, rid, seconds=seconds, incoming=request.headers, client=self.client
-        )
-        if response.status_code != 200:
-            raise ServiceUnavailable(f"{url} answered {response.status_code}")
-        return logic.parse_json(response.content)
+        response = self.client.call("GET", url, rid, seconds=seconds, incoming=request.headers)
+        if response.status != 200:
+            raise ServiceUnavailable(f"{url} answered {response.status}")
+        return logic.parse_json(response.body)
 
 
 service = lazy_service(SyncAsyncService, SyncAsyncSettings, "sync_async_proxy")

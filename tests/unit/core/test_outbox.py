@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from functions.core.outbox import Sender, Writer
+from functions.core.outbox import Sender, Writer, _event_type
 from functions.core.settings import REPO_ROOT
 
 
@@ -139,3 +139,10 @@ def test_a_torn_last_line_waits_for_its_end(tmp_path: Path) -> None:
     sink = Sink()
     Sender(tmp_path, sink).drain()
     assert [e["id"] for e in sink.received] == ["e-1"]
+
+
+def test_the_event_type_is_read_without_parsing_the_line() -> None:
+    nested = {"specversion": "1.0", "type": "t.v1", "data": {"type": "inner"}}
+    assert _event_type(orjson.dumps(nested)) == "t.v1"
+    assert _event_type(orjson.dumps({"data": {}, "type": "late.v1"})) == "late.v1"
+    assert _event_type(b"not json") == ""

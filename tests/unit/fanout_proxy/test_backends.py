@@ -1,5 +1,5 @@
-"""The fan-out over real sockets: concurrency, the deadline, what backends can do wrong, and
-cluster-local URLs sent to a gateway with their Host (small aiohttp servers on loopback)."""
+"""The fan-out over real sockets: concurrency, the deadline and what backends can do wrong
+(small aiohttp servers on loopback; the client itself is tested in tests/unit/core)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,12 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-import orjson
 import pytest
 from aiohttp import web
 
-from functions.core.client import pooled_client
+from functions.core.client import Client
 from functions.fanout_proxy.backends import Backends, fetch
 from functions.fanout_proxy.logic import Failure
-from functions.fanout_proxy.pool import ConnectionPool
 from tests.helpers import AppThread, free_port
 
 
@@ -53,10 +51,10 @@ def site() -> Iterator[str]:
 
 
 @pytest.fixture
-def client() -> Iterator[ConnectionPool]:
-    pool = ConnectionPool(8)
-    yield pool
-    pool.close()
+def client() -> Iterator[Client]:
+    made = Client(8)
+    yield made
+    made.close()
 
 
 @pytest.fixture
@@ -66,7 +64,7 @@ def pool() -> Iterator[ThreadPoolExecutor]:
 
 
 def test_calls_run_at_once_and_the_late_one_is_a_timeout(
-    site: str, client: ConnectionPool, pool: ThreadPoolExecutor
+    site: str, client: Client, pool: ThreadPoolExecutor
 ) -> None:
     backends = Backends({}, 0.6, client, pool)
     started = time.monotonic()
@@ -88,7 +86,7 @@ def test_calls_run_at_once_and_the_late_one_is_a_timeout(
 
 
 def test_each_forwards_the_request_id_and_trace_context(
-    site: str, client: ConnectionPool, pool: ThreadPoolExecutor
+    site: str, client: Client, pool: ThreadPoolExecutor
 ) -> None:
     backends = Backends({"a": site, "b": site}, 2.0, client, pool)
     fanned = backends.each("GET", "/health", "job-42", {"traceparent": "00-ab-cd-01"})
@@ -97,7 +95,7 @@ def test_each_forwards_the_request_id_and_trace_context(
     assert fanned.answers["b"]["traceparent"] == "00-ab-cd-01"
 
 
-def test_what_a_backend_can_do_wrong_is_an_outcome(site: str, client: ConnectionPool) -> None:
+def test_what_a_backend_can_do_wrong_is_an_outcome(site: str, client: Client) -> None:
     refused = fetch(client, "POST", f"{site}/refuse", "r", 2.0, {}, {"data": [[1]]})
     assert isinstance(refused, Failure)
     assert (refused.status, refused.reason, refused.detail) == (422, "backend-error", "too short")
@@ -107,50 +105,3 @@ def test_what_a_backend_can_do_wrong_is_an_outcome(site: str, client: Connection
     down = fetch(client, "GET", f"http://127.0.0.1:{free_port()}/health", "r", 2.0, {})
     assert isinstance(down, Failure)
     assert (down.status, down.reason) == (503, "unavailable")
-
-
-@pytest.mark.parametrize("kind", ["pool", "httpx"])
-def test_cluster_local_urls_go_to_the_gateway_with_their_host(site: str, kind: str) -> None:
-    url = "http://iris-setosa.ml-serving.svc.cluster.local/predict?x=1"
-    if kind == "pool":
-        pool = ConnectionPool(4, site)
-        try:
-            via = orjson.loads(pool.request("GET", url, {}, None, 2.0).body)
-            direct = orjson.loads(pool.request("GET", f"{site}/direct", {}, None, 2.0).body)
-        finally:
-            pool.close()
-    else:  # functions.core.client, which the other proxies use
-        with pooled_client.__wrapped__(4, site) as client:  # a fresh one, closed after
-            via, direct = client.get(url).json(), client.get(f"{site}/direct").json()
-    assert via["host"] == "iris-setosa.ml-serving.svc.cluster.local"
-    assert via["path"] == "/predict"
-    assert direct["host"] == site.removeprefix("http://")  # any other host: as is
-
-
-async def peer(request: web.Request) -> web.Response:
-    transport = request.transport
-    assert transport is not None
-    response = web.json_response({"peer": transport.get_extra_info("peername")[1]})
-    if request.query.get("close"):
-        response.force_close()
-    return response
-
-
-def test_connections_are_kept_alive_and_closed_ones_replaced() -> None:
-    app = web.Application()
-    app.router.add_get("/", peer)
-    server = AppThread(app)
-    pool = ConnectionPool(2)
-    try:
-
-        def port(query: str = "") -> int:
-            reply = pool.request("GET", f"{server.url}/{query}", {}, None, 2.0)
-            return int(orjson.loads(reply.body)["peer"])
-
-        first = port()
-        assert port() == first  # the same connection, kept alive
-        assert port("?close=1") == first  # the server closes it after answering...
-        assert port() != first  # ...so the next call opens a new one
-    finally:
-        pool.close()
-        server.stop()

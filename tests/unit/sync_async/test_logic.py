@@ -1,14 +1,13 @@
-"""Pure logic of the sync-async proxy and worker, and the Pub/Sub push conversion."""
+"""Pure logic of the sync-async proxy and worker."""
 
 from __future__ import annotations
 
 import base64
 
-import orjson
 import pytest
 
 from functions.async_worker.logic import dead_letter_reason
-from functions.core import events, transport
+from functions.core import events
 from functions.core.errors import NotFound, ServiceUnavailable, ValidationFailed
 from functions.core.jobstore import TIMED_OUT, Job
 from functions.sync_async_proxy import logic
@@ -76,44 +75,3 @@ def test_dead_letter_reason_decodes_the_broker_detail() -> None:
     assert reason == "the worker failed after every retry (last status 503): upstream said no"
     assert dead_letter_reason({}).endswith("(last status ?)")
     assert dead_letter_reason({"knativeerrordata": "%%%"}).endswith("(last status ?)")
-
-
-def test_a_push_envelope_becomes_a_binary_event() -> None:
-    data = orjson.dumps({"job_id": "j"})
-    envelope = orjson.dumps(
-        {
-            "message": {
-                "data": base64.b64encode(data).decode(),
-                "attributes": {
-                    "ce-id": "1",
-                    "ce-type": events.INFERENCE_REQUESTED,
-                    "ce-source": "/s",
-                    "ce-specversion": "1.0",
-                    "content-type": "application/json",
-                    "other": "dropped",
-                },
-            },
-            "subscription": "projects/p/subscriptions/s",
-        }
-    )
-    assert transport.is_push({"Content-Type": "application/json"}, envelope)
-    headers, body = transport.from_push(envelope)
-    assert "other" not in headers
-    event = events.parse(headers, body)
-    assert (event["id"], event.data) == ("1", {"job_id": "j"})
-
-
-def test_a_binary_event_is_not_a_push() -> None:
-    headers, body = events.to_binary(events.make(events.INFERENCE_REQUESTED, "/s", {"a": 1}))
-    assert not transport.is_push(headers, body)
-
-
-def test_the_publisher_needs_its_settings() -> None:
-    with pytest.raises(ValueError, match="K_SINK"):
-        transport.publisher("http", sink=None, project=None, topic=None)
-    with pytest.raises(ValueError, match="project and a topic"):
-        transport.publisher("pubsub", sink="http://x", project="p", topic=None)
-    assert isinstance(
-        transport.publisher("http", sink="http://x", project=None, topic=None),
-        transport.HttpPublisher,
-    )
