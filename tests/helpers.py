@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -225,3 +226,47 @@ class HeldRequest:
 
     def __exit__(self, *exc: object) -> None:
         self._sock.close()
+
+
+class CountingHandler(BaseHTTPRequestHandler):
+    """A quiet HTTP/1.1 (keep-alive) handler that counts the connections it was given and
+    records every request; subclasses answer with ``answer``."""
+
+    protocol_version = "HTTP/1.1"
+    connections = 0
+    seen: list[tuple[str, str, dict[str, str], bytes]] = []
+
+    def setup(self) -> None:
+        super().setup()
+        type(self).connections += 1
+
+    def read_request(self) -> bytes:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        type(self).seen.append((self.command, self.path, dict(self.headers), body))
+        return body
+
+    def answer(self, status: int, body: bytes = b"", headers: Mapping[str, str] = {}) -> None:
+        self.send_response(status)
+        for name, value in {"Content-Length": str(len(body)), **headers}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def http_server(handler: type[CountingHandler]) -> Iterator[str]:
+    """A stdlib HTTP server with ``handler`` (its counts reset) on a free loopback port,
+    served from threads; yields its base URL."""
+    handler.connections, handler.seen = 0, []
+    httpd = ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -134,10 +134,15 @@ class Client:
         timeout: float,
         headers: Mapping[str, str] | None = None,
         body: bytes | None = None,
+        json: Any = None,
     ) -> Reply:
         """One exchange within ``timeout`` seconds: ``TimeoutError`` past it, another
         ``OSError`` (``BadAnswer`` included) when the server cannot be reached or answered
-        no HTTP. Header values must not hold CR or LF (``ValueError``)."""
+        no HTTP. ``json``, if given, is the body. Header values must not hold CR or LF
+        (``ValueError``)."""
+        if json is not None:
+            headers = {**(headers or {}), "Content-Type": "application/json"}
+            body = orjson.dumps(json)
         target = self._target(url)
         message = _message(method, target, headers or {}, body)
         head_only, deadline = method == "HEAD", time.monotonic() + timeout
@@ -163,12 +168,8 @@ class Client:
         """A call made on behalf of request ``rid``: its id and trace context forwarded, a
         JSON body if given; a timeout is a 504 problem, an unreachable Service a 503."""
         headers = forwarded_headers(rid, incoming)
-        body = None
-        if json is not None:
-            headers["Content-Type"] = "application/json"
-            body = orjson.dumps(json)
         try:
-            return self.request(method, url, timeout=seconds, headers=headers, body=body)
+            return self.request(method, url, timeout=seconds, headers=headers, json=json)
         except TimeoutError as e:
             raise GatewayTimeout(f"{url} did not answer within {seconds:g}s") from e
         except OSError as e:

@@ -97,12 +97,8 @@ def fetch(
 ) -> Outcome:
     """One backend call as an outcome: never raises for what a backend can do wrong."""
     headers = forwarded_headers(rid, incoming)
-    payload = None
-    if body is not None:
-        headers["Content-Type"] = "application/json"
-        payload = orjson.dumps(body)
     try:
-        reply = client.request(method, url, timeout=seconds, headers=headers, body=payload)
+        reply = client.request(method, url, timeout=seconds, headers=headers, json=body)
     except TimeoutError:
         return Failure(504, "timeout", f"no answer within {seconds:g}s")
     except OSError as e:

@@ -10,7 +10,6 @@ import socket
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import orjson
 import pytest
@@ -21,85 +20,65 @@ from werkzeug.test import EnvironBuilder
 
 from functions.core.client import BadAnswer, Client, forwarded_headers, trace_context
 from functions.core.errors import GatewayTimeout, ServiceUnavailable
-from tests.helpers import AppThread, free_port
+from tests.helpers import AppThread, CountingHandler, free_port, http_server
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 TRACESTATE = "congo=t61rcWkgMzE"
 EXPECTED = {"X-Request-Id": "r-1", "traceparent": TRACEPARENT, "tracestate": TRACESTATE}
 
 
-class Answering(BaseHTTPRequestHandler):
-    """Answers by path, and counts the connections it was given."""
-
-    protocol_version = "HTTP/1.1"
-    connections = 0
-    seen: list[tuple[str, str, dict[str, str], bytes]] = []
-
-    def setup(self) -> None:
-        super().setup()
-        type(self).connections += 1
+class Answering(CountingHandler):
+    """Answers by path."""
 
     def _handle(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length)
-        type(self).seen.append((self.command, self.path, dict(self.headers), body))
+        self.read_request()
         path = self.path.split("?")[0]
+        twice = {"X-Twice": "a"}
         if path == "/refuse":
-            self._answer(503, b"busy", {"Content-Length": "4"})
+            self.answer(503, b"busy", twice)
         elif path == "/close":
-            self._answer(202, b"", {"Content-Length": "0", "Connection": "close"})
+            self.answer(202, b"", twice | {"Connection": "close"})
             self.close_connection = True
         elif path == "/chunked":
-            self._answer(200, b"2\r\nok\r\n0\r\n\r\n", {"Transfer-Encoding": "chunked"})
+            chunked = twice | {"Transfer-Encoding": "chunked", "Content-Length": ""}
+            self._raw(200, b"2\r\nok\r\n0\r\n\r\n", chunked)
         elif path == "/until-close":  # no length: the body ends when the connection does
-            self._answer(200, b"all of it", {"Connection": "close"})
+            self._raw(200, b"all of it", twice | {"Connection": "close"})
             self.close_connection = True
         elif path == "/garbage":
             self.wfile.write(b"SMTP ready\r\n\r\n")
             self.close_connection = True
         elif path == "/slow":
             time.sleep(1.0)
-            self._answer(200, b"late", {"Content-Length": "4"})
+            self.answer(200, b"late")
         else:
             echo = orjson.dumps({"path": self.path, "host": self.headers["Host"]})
-            headers = {"Content-Length": str(len(echo)), "Content-Type": "application/json"}
-            self._answer(200, b"" if self.command == "HEAD" else echo, headers)
+            json = twice | {"Content-Type": "application/json"}
+            if self.command == "HEAD":
+                self._raw(200, b"", json | {"Content-Length": str(len(echo))})
+            else:
+                self.answer(200, echo, json)
 
-    do_GET = do_POST = do_PUT = do_DELETE = _handle
+    do_GET = do_POST = do_PUT = do_HEAD = _handle
 
-    def do_HEAD(self) -> None:
-        self._handle()
-
-    def _answer(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+    def _raw(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        """An answer whose framing headers are exactly ``headers`` (none when empty)."""
         self.send_response(status)
         for name, value in headers.items():
-            self.send_header(name, value)
-        self.send_header("X-Twice", "a")
+            if value:
+                self.send_header(name, value)
         self.send_header("X-Twice", "b")
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+    def answer(self, status: int, body: bytes = b"", headers: Mapping[str, str] = {}) -> None:
+        self._raw(status, body, {"Content-Length": str(len(body)), **headers})
 
 
 @pytest.fixture
 def server() -> Iterator[str]:
-    Answering.connections, Answering.seen = 0, []
-    httpd = ThreadingHTTPServer(("127.0.0.1", free_port()), Answering)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
-
-
-@pytest.fixture
-def client() -> Iterator[Client]:
-    made = Client(8)
-    yield made
-    made.close()
+    with http_server(Answering) as url:
+        yield url
 
 
 def test_calls_go_over_one_keep_alive_connection(server: str, client: Client) -> None:

@@ -5,9 +5,7 @@ push envelope included), and the sink the settings select."""
 from __future__ import annotations
 
 import base64
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import orjson
@@ -18,51 +16,24 @@ from functions.core.client import Client
 from functions.core.errors import BadRequest, ServiceUnavailable
 from functions.core.outbox import SPOOLED, Sender, Writer
 from functions.core.settings import BaseFunctionSettings
-from tests.helpers import free_port
+from tests.helpers import CountingHandler, free_port, http_server
 
 
-class Recorded(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    connections = 0
-    bodies: list[tuple[str, dict[str, str], bytes]] = []
-
-    def setup(self) -> None:
-        super().setup()
-        type(self).connections += 1
+class Recorded(CountingHandler):
+    """A sink: takes every POST but to /refuse; a GET is not allowed (as an ingress)."""
 
     def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).bodies.append((self.path, dict(self.headers), body))
-        status = 503 if self.path == "/refuse" else 202
-        self.send_response(status)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
+        self.read_request()
+        self.answer(503 if self.path == "/refuse" else 202)
 
     def do_GET(self) -> None:
-        self.send_response(405)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+        self.answer(405)
 
 
 @pytest.fixture
 def sink() -> Iterator[str]:
-    Recorded.connections, Recorded.bodies = 0, []
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Recorded)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-
-
-@pytest.fixture
-def client() -> Iterator[Client]:
-    made = Client(4)
-    yield made
-    made.close()
+    with http_server(Recorded) as url:
+        yield url
 
 
 def line(i: int) -> bytes:
@@ -74,8 +45,8 @@ def test_spooled_lines_go_as_they_are_over_one_connection(sink: str, client: Cli
     for i in range(20):
         http.send(line(i))
     assert Recorded.connections == 1
-    assert [body for *_, body in Recorded.bodies] == [line(i) for i in range(20)]
-    assert {(path, h["Content-Type"]) for path, h, _ in Recorded.bodies} == {
+    assert [body for *_, body in Recorded.seen] == [line(i) for i in range(20)]
+    assert {(path, h["Content-Type"]) for _, path, h, _ in Recorded.seen} == {
         ("/events?x=1", "application/cloudevents+json")
     }
 
@@ -85,7 +56,7 @@ def test_a_published_event_goes_in_structured_mode_with_its_job_id(
 ) -> None:
     made = events.make(events.INFERENCE_REQUESTED, "/s", {"a": 1}, **{events.JOB_ID: "j-1"})
     transport.HttpSink(sink, client).publish(made)
-    _, headers, body = Recorded.bodies[0]
+    _, _, headers, body = Recorded.seen[0]
     assert headers["X-Request-Id"] == "j-1"
     received = events.parse(headers, body)
     assert (received["id"], received["jobid"], received.data) == (made["id"], "j-1", {"a": 1})
@@ -116,7 +87,7 @@ def test_the_sender_drains_the_outbox_through_the_sink(
     assert SPOOLED._value.get() == 7
     assert Sender(tmp_path, transport.HttpSink(f"{sink}/events", client).send).drain()
     assert SPOOLED._value.get() == 0
-    assert len([b for p, _, b in Recorded.bodies if p == "/events"]) == 7
+    assert len([path for _, path, *_ in Recorded.seen if path == "/events"]) == 7
 
 
 def push_envelope(data: bytes, **extra: object) -> bytes:

@@ -51,13 +51,6 @@ def site() -> Iterator[str]:
 
 
 @pytest.fixture
-def client() -> Iterator[Client]:
-    made = Client(8)
-    yield made
-    made.close()
-
-
-@pytest.fixture
 def pool() -> Iterator[ThreadPoolExecutor]:
     with ThreadPoolExecutor(8) as p:
         yield p
