@@ -6,18 +6,29 @@ whether an artifact can be reused, print progress, and verify or record checksum
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import re
 import tomllib
+from collections.abc import Iterable
 from pathlib import Path
 
 
 def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def arguments(doc: str, names: Iterable[str], argv: list[str] | None) -> argparse.Namespace:
+    """The command line every build script takes: where to build, which cards, which models."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--cards", type=Path, default=Path(__file__).parent)
+    parser.add_argument("--only", nargs="*", choices=sorted(names))
+    parser.add_argument("--update-cards", action="store_true")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    return args
 
 
 def card(cards: Path, name: str) -> dict[str, object]:

@@ -53,7 +53,6 @@ The artifacts are byte-for-byte reproducible once the ONNX exporter's debug meta
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -80,7 +79,7 @@ from efficientnet_lite_pytorch import EfficientNet
 from PIL import Image, ImageOps
 from torch import nn
 
-from artifacts import card, finish, needs_build, report, sha256_of
+from artifacts import arguments, card, finish, needs_build, report, sha256_of
 
 ONNX_OPSET = 18
 ONNX_DTYPES = {"tensor(float)": "float32"}
@@ -412,14 +411,8 @@ def _finish_labels(cards: Path, out: Path, names: list[str], *, update: bool) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--cards", type=Path, default=Path(__file__).parent)
-    parser.add_argument("--only", nargs="*", choices=sorted(MODELS))
-    parser.add_argument("--update-cards", action="store_true")
-    args = parser.parse_args(argv)
+    args = arguments(__doc__, MODELS, argv)
     _quiet_converters()
-    args.out.mkdir(parents=True, exist_ok=True)
     _write_samples(args.out)
     _write_labels(args.out)
     names = args.only or list(MODELS)

@@ -15,12 +15,10 @@ against its card at the end (or the cards are rewritten with ``--update-cards``)
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 from onnx import ModelProto
@@ -34,7 +32,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, OneClassSVM
 
-from artifacts import finish, needs_build, report
+from artifacts import arguments, finish, needs_build, report
 
 SEED = 0
 SPECIES = ("setosa", "versicolor", "virginica")
@@ -103,13 +101,7 @@ def _export(model: BaseEstimator) -> ModelProto:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--cards", type=Path, default=Path(__file__).parent)
-    parser.add_argument("--only", nargs="*", choices=sorted(BUILDERS))
-    parser.add_argument("--update-cards", action="store_true")
-    args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
+    args = arguments(__doc__, BUILDERS, argv)
     names = args.only or sorted(BUILDERS)
     for name in names:
         target = needs_build(args.cards, args.out, name)

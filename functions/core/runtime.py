@@ -33,11 +33,8 @@ class Predictor(Protocol):
 
 
 def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _verified(model_dir: Path, relative: str, expected: str | None, what: str) -> Path:
