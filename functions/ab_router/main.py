@@ -3,7 +3,9 @@
 The ``ab-test`` route sends it every request that carries a user key (``X-User-Id``); it
 picks that user's variant (``logic.assign``) and forwards the request there unchanged, any
 path and method, marked ``X-AB-Assignment: sticky`` and with the same ``X-Request-Id``.
-Its own: ``GET /health`` and ``GET /openapi.json`` (see ``openapi.py``).
+Its own: ``GET /health`` and ``GET /openapi.json``, which documents the forwarded paths
+with GET and POST (the variants are predictors), the user header the router needs, and any
+JSON body (the variant validates it, not the router).
 """
 
 from __future__ import annotations
@@ -12,15 +14,15 @@ from urllib.parse import quote
 
 import functions_framework
 from flask import Request, Response
-from werkzeug.routing import BaseConverter, Map, Rule
+from werkzeug.routing import BaseConverter
 
 from functions.ab_router.logic import assign
-from functions.ab_router.openapi import openapi
 from functions.ab_router.settings import RouterSettings, pairs
-from functions.core.client import forwarded_headers, shared_client
+from functions.core.client import Client, forwarded_headers
 from functions.core.entry import lazy_service
 from functions.core.errors import BadRequest, GatewayTimeout, ServiceUnavailable
-from functions.core.http import HttpApp, json_response, read_limited
+from functions.core.http import HttpApp, Route, json_response, read_limited
+from functions.core.openapi import Operation
 
 FORWARDED = ("Content-Type", "Accept")
 PATH_SAFE = "/:@!$&'()*+,;="  # RFC 3986 pchar delimiters, kept as they are in a path
@@ -34,25 +36,32 @@ class Everything(BaseConverter):
     weight = 300
 
 
-ROUTES = Map(
-    [
-        Rule("/health", endpoint="health", methods=["GET"]),
-        Rule("/<everything:path>", endpoint="forward"),  # every method
-    ],
-    converters={"everything": Everything},
-    merge_slashes=False,
-)
-
-
 class Router:
     def __init__(self, settings: RouterSettings) -> None:
         self.settings = settings
         self.urls = pairs(settings.variants)
         self.weights = [(name, int(w)) for name, w in pairs(settings.weights).items()]
-        self.client = shared_client(settings.cluster_local_gateway)
-        document = openapi(settings.user_header)
-        handlers = {"health": self.health, "forward": self.forward}
-        self.app = HttpApp(ROUTES, handlers, openapi=lambda: document)
+        self.client = Client(cluster_local_gateway=settings.cluster_local_gateway)
+        forwarded = Operation(
+            "Forwarded unchanged to the user's variant, which answers",
+            request={},  # any JSON: the variant validates it
+            body_required=False,
+            headers={
+                settings.user_header: "the user key: the same key always reaches the same variant"
+            },
+            methods=("GET", "POST"),
+        )
+        routes = [
+            Route("/health", "GET", self.health, Operation("Health of the router")),
+            Route("/<everything:path>", None, self.forward, forwarded),  # every method
+        ]
+        self.app = HttpApp(
+            "ab-router", routes, converters={"everything": Everything}, merge_slashes=False
+        )
+
+    def close(self) -> None:
+        """Close the kept connections (tests; a worker just exits)."""
+        self.client.close()
 
     def health(self, request: Request, rid: str) -> Response:
         return json_response({"health": "ok"}, rid)
@@ -96,7 +105,6 @@ class Router:
         for name in ("Content-Type", "X-Model", "X-Model-Version"):
             if (value := upstream.headers.get(name.lower())) is not None:
                 response.headers[name] = value
-        response.headers["X-Request-Id"] = rid
         return response
 
 

@@ -15,7 +15,6 @@ import time
 
 import functions_framework
 from flask import Request, Response
-from werkzeug.routing import Map, Rule
 
 from functions.async_worker import logic
 from functions.async_worker.settings import WorkerSettings
@@ -24,42 +23,11 @@ from functions.core.cards import load_card
 from functions.core.catalog import InferenceRequestedData
 from functions.core.entry import lazy_service
 from functions.core.errors import ValidationFailed
-from functions.core.http import (
-    HttpApp,
-    json_response,
-    read_limited,
-    validate_model,
-)
+from functions.core.http import HttpApp, Route, json_response, read_limited, validate_model
 from functions.core.jobstore import open_store
 from functions.core.loading import ModelSlot
-from functions.core.openapi import Operation, document
+from functions.core.openapi import Operation
 from functions.core.recording import observer
-
-ROUTES = Map(
-    [
-        Rule("/", endpoint="on_inference_requested", methods=["POST"]),
-        Rule("/dead-letter", endpoint="on_dead_letter", methods=["POST"]),
-        Rule("/health", endpoint="health", methods=["GET"]),
-        Rule("/metadata", endpoint="metadata", methods=["GET"]),
-    ]
-)
-
-
-OPENAPI = document(
-    "async-worker",
-    ROUTES,
-    {
-        "on_inference_requested": Operation(
-            "Run the slow model for an inference.requested CloudEvent (Trigger subscriber)",
-            request=InferenceRequestedData,
-        ),
-        "on_dead_letter": Operation(
-            "Mark a job failed with the broker's reason (dead-letter sink)"
-        ),
-        "health": Operation("Health (503 until the model is loaded)"),
-        "metadata": Operation("The slow model's metadata"),
-    },
-)
 
 
 class WorkerService:
@@ -67,11 +35,24 @@ class WorkerService:
         self.settings = settings
         self.store = open_store(settings.job_store_url, settings.job_ttl_seconds)
         self.slot = ModelSlot(settings.model_name, functools.partial(logic.load, settings))
-        handlers = {rule.endpoint: getattr(self, rule.endpoint) for rule in ROUTES.iter_rules()}
         card = load_card(settings.model_cards, settings.model_name)
         logged = {"on_inference_requested"}  # the slow model's prediction, in the log too
         observe = observer(settings, card.name, card.version, logged)
-        self.app = HttpApp(ROUTES, handlers, observe, openapi=lambda: OPENAPI)
+        routes = [
+            Route("/", "POST", self.on_inference_requested, Operation(
+                "Run the slow model for an inference.requested CloudEvent (Trigger subscriber)",
+                request=InferenceRequestedData)),
+            Route("/dead-letter", "POST", self.on_dead_letter, Operation(
+                "Mark a job failed with the broker's reason (dead-letter sink)")),
+            Route("/health", "GET", self.health, Operation(
+                "Health (503 until the model is loaded)")),
+            Route("/metadata", "GET", self.metadata, Operation("The slow model's metadata")),
+        ]  # fmt: skip
+        self.app = HttpApp("async-worker", routes, observe=observe)
+
+    def close(self) -> None:
+        """Close the job store (tests; a worker just exits)."""
+        self.store.close()
 
     def _event(self, request: Request) -> tuple[events.CloudEvent, InferenceRequestedData]:
         body = read_limited(request, self.settings.max_body_bytes)
@@ -100,7 +81,7 @@ class WorkerService:
             **{events.JOB_ID: data.job_id},
         )
         headers, body = events.to_binary(reply)
-        return Response(body, status=200, headers={**headers, "X-Request-Id": rid})
+        return Response(body, status=200, headers=headers)
 
     def on_dead_letter(self, request: Request, rid: str) -> Response:
         event, data = self._event(request)
@@ -125,7 +106,7 @@ service = lazy_service(
 
 @functions_framework.http
 def async_worker(request: Request) -> Response:
-    """Every path of the async worker; see ``ROUTES``."""
+    """Every path of the async worker; see ``WorkerService``'s routes."""
     return service().app(request)
 
 

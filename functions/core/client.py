@@ -22,7 +22,6 @@ the domain's problems (504 on a timeout, 503 when the Service cannot be reached)
 
 from __future__ import annotations
 
-import functools
 import os
 import select
 import socket
@@ -321,13 +320,6 @@ def _forget_inherited() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_inherited)
-
-
-@functools.cache
-def shared_client(cluster_local_gateway: str | None = None) -> Client:
-    """The process's client for a gateway setting (``CLUSTER_LOCAL_GATEWAY``, which the local
-    platform sets): connections are reused across requests and threads."""
-    return Client(cluster_local_gateway=cluster_local_gateway)
 
 
 def trace_context(incoming: Headers | Mapping[str, str]) -> dict[str, str]:

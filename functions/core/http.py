@@ -1,8 +1,9 @@
 """The thin HTTP layer every function shares: routing, request ids, bodies, JSON, problems.
 
-A function declares a werkzeug ``Map`` of rules whose endpoints name handler methods;
-``HttpApp`` turns a Flask request into a call of that handler and whatever it raises into
-the one problem+json shape. Nothing here knows about models.
+A function declares its routes once, each a ``Route`` (path, methods, handler, OpenAPI
+operation); ``HttpApp`` turns a Flask request into a call of that handler, whatever it raises
+into the one problem+json shape, and the routes into ``/openapi.json``. Nothing here knows
+about models.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
@@ -20,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
 from werkzeug.exceptions import NotFound as WerkzeugNotFound
-from werkzeug.routing import Map, RequestRedirect
+from werkzeug.routing import BaseConverter, Map, RequestRedirect, Rule
 
 from functions.core.errors import (
     PROBLEM_CONTENT_TYPE,
@@ -35,6 +37,7 @@ from functions.core.errors import (
     internal_error,
     problem_body,
 )
+from functions.core.openapi import Operation, document
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +72,6 @@ def json_response(
         status=status,
         mimetype="application/json",
     )
-    response.headers[REQUEST_ID_HEADER] = rid
     if headers:
         response.headers.update(headers)
     return response
@@ -79,7 +81,6 @@ def problem_response(error: FunctionError, rid: str) -> Response:
     response = Response(
         orjson.dumps(problem_body(error, rid)), status=error.status, mimetype=PROBLEM_CONTENT_TYPE
     )
-    response.headers[REQUEST_ID_HEADER] = rid
     response.headers.update(error.headers)
     return response
 
@@ -141,42 +142,91 @@ def _validation_problem(model: type[BaseModel], e: ValidationError) -> FunctionE
 def framework_error(error: HTTPException) -> Response:
     """Flask's own errors (the framework's /robots.txt 404, a 500) in the one problem shape."""
     problem = error_for_status(error.code or 500, error.description or error.name)
-    return problem_response(problem, str(uuid.uuid4()))
+    rid = str(uuid.uuid4())
+    response = problem_response(problem, rid)
+    response.headers[REQUEST_ID_HEADER] = rid
+    return response
+
+
+@dataclass(frozen=True)
+class Route:
+    """One endpoint, declared once: its path (werkzeug rule syntax), the methods it takes
+    (None: every method), its handler, and what the OpenAPI document says of it (None: not
+    documented). The handler's name is the endpoint's, in metrics and the prediction log."""
+
+    path: str
+    methods_taken: str | tuple[str, ...] | None
+    handler: Handler
+    operation: Operation | None = None
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        taken = self.methods_taken
+        if taken is None:
+            return ("DELETE", "GET", "PATCH", "POST", "PUT")
+        return (taken,) if isinstance(taken, str) else taken
+
+    @property
+    def endpoint(self) -> str:
+        return self.handler.__name__
+
+    def rule(self) -> Rule:
+        methods = None if self.methods_taken is None else list(self.methods)
+        return Rule(self.path, endpoint=self.endpoint, methods=methods)
+
+
+Observe = Callable[[Request, str, str, Response, float], None]
 
 
 class HttpApp:
-    """Dispatch requests to ``owner``'s methods by a werkzeug ``Map``; errors become problems.
+    """A function's HTTP surface, from its routes alone: dispatch by path and method, the
+    request id on every answer, whatever a handler raises as the one problem shape, and the
+    OpenAPI document at ``GET /openapi.json``.
 
     ``observe(request, rid, endpoint, response, seconds)`` is called once per request
-    (metrics, prediction logs); what it raises is logged, never answered.
+    (metrics, prediction logs); what it raises is logged, never answered. ``headers`` are
+    added to every response (e.g. which model answered); the rest are werkzeug ``Map``'s.
     """
 
     def __init__(
         self,
-        routes: Map,
-        handlers: Mapping[str, Handler],
-        observe: Callable[[Request, str, str, Response, float], None] | None = None,
+        title: str,
+        routes: Sequence[Route],
+        *,
+        observe: Observe | None = None,
         headers: Mapping[str, str] | None = None,
-        openapi: Callable[[], dict[str, Any]] | None = None,
+        converters: Mapping[str, type[BaseConverter]] | None = None,
+        strict_slashes: bool = True,
+        merge_slashes: bool = True,
     ) -> None:
-        """``headers`` are added to every response (e.g. which model answered); ``openapi``
-        builds the document answered at ``GET /openapi.json`` (see ``core.openapi``)."""
-        self._routes = routes
+        self.title, self.routes = title, tuple(routes)
+        rules = Map(
+            [r.rule() for r in self.routes],
+            converters=converters,
+            strict_slashes=strict_slashes,
+            merge_slashes=merge_slashes,
+        )
         # One adapter for every request: matching needs only the path and the method (binding
         # per request from the environ cost ~25 us, a tenth of an iris prediction).
-        self._adapter = routes.bind("localhost")
-        self._handlers = handlers
+        self._adapter = rules.bind("localhost")
+        self._handlers = {r.endpoint: r.handler for r in self.routes}
         self._observe = observe
         self._headers = dict(headers or {})
-        self._openapi = openapi
+        self._document: dict[str, Any] | None = None
+
+    def openapi(self) -> dict[str, Any]:
+        """The document, built on first use (a schema may need the loaded model) and kept."""
+        if self._document is None:
+            self._document = document(self.title, self.routes)
+        return self._document
 
     def __call__(self, request: Request) -> Response:
         started = time.perf_counter()
         rid = request_id(request)
         endpoint = "unmatched"
         try:
-            if self._openapi is not None and request.path == "/openapi.json":
-                endpoint, response = "openapi", json_response(self._openapi(), rid)
+            if request.path == "/openapi.json" and request.method in ("GET", "HEAD"):
+                endpoint, response = "openapi", json_response(self.openapi(), rid)
             else:
                 endpoint, args = self._adapter.match(request.path, request.method)
                 request.view_args = dict(args)
@@ -199,6 +249,7 @@ class HttpApp:
         except Exception:
             logger.exception("unhandled error on %s", request.path, extra={"job_id": rid})
             response = problem_response(internal_error(), rid)
+        response.headers[REQUEST_ID_HEADER] = rid
         response.headers.update(self._headers)
         if self._observe is not None:
             try:

@@ -1,21 +1,20 @@
 """OpenAPI 3.1 documents generated from a function's routes and pydantic models.
 
-Each function declares, beside its werkzeug ``Map``, an ``Operation`` per endpoint (summary,
-request body, query and response models); ``document`` turns both into the document served
-at ``GET /openapi.json``, errors included in the one problem shape, so clients and
-schema-driven fuzzers (the tests run schemathesis) see the real contract.
+Each route a function declares (``core.http.Route``) carries an ``Operation``: summary,
+request body, query and response models. ``document`` turns the routes into the document
+``HttpApp`` serves at ``GET /openapi.json``, errors included in the one problem shape, so
+clients and schema-driven fuzzers (the tests run schemathesis) see the real contract.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
-from werkzeug.routing import Map
 
 from functions.core.errors import PROBLEM_CONTENT_TYPE
 
@@ -35,31 +34,57 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 }
 
 
+Schema = type[BaseModel] | dict[str, Any]  # a model, or a raw JSON schema ({}: any JSON)
+BODYLESS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
+
+
 @dataclass(frozen=True)
 class Operation:
+    """What the document says of one endpoint. ``request`` may be a callable returning the
+    schema when it is known only once the Service runs (the predictor's, from its card)."""
+
     summary: str
-    request: type[BaseModel] | None = None
+    request: Schema | Callable[[], Schema] | None = None
     query: type[BaseModel] | None = None
     response: type[BaseModel] | None = None
     request_type: str = "application/json"
     response_type: str = "application/json"
+    body_required: bool = True
+    headers: Mapping[str, str] = field(default_factory=dict)  # required header -> description
+    methods: tuple[str, ...] | None = None  # documented methods, when not all the route takes
 
 
-def document(title: str, routes: Map, operations: Mapping[str, Operation]) -> dict[str, Any]:
-    models = {m for op in operations.values() for m in (op.request, op.response) if m is not None}
+class Documented(Protocol):
+    """A route as ``core.http`` declares it."""
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def methods(self) -> tuple[str, ...]: ...
+
+    @property
+    def operation(self) -> Operation | None: ...
+
+
+def document(title: str, routes: Iterable[Documented]) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of ``routes`` (those with an operation)."""
+    documented = [(r, r.operation) for r in routes if r.operation is not None]
+    requests = {id(op): _resolved(op.request) for _, op in documented}
+    models = {m for m in requests.values() if isinstance(m, type)}
+    models |= {op.response for _, op in documented if op.response is not None}
     keys, schemas = models_json_schema(
         [(m, "validation") for m in sorted(models, key=lambda m: m.__name__)],
         ref_template="#/components/schemas/{model}",
     )
     components = {**schemas.get("$defs", {}), "Problem": PROBLEM_SCHEMA}
     paths: dict[str, dict[str, Any]] = {}
-    for rule in routes.iter_rules():
-        operation = operations.get(str(rule.endpoint))
-        if operation is None:
-            continue
-        path = _ARGUMENT.sub(r"{\1}", rule.rule)
-        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
-            spec = _operation(rule.arguments, operation, keys)
+    for route, operation in documented:
+        path = _ARGUMENT.sub(r"{\1}", route.path)
+        arguments = _ARGUMENT.findall(route.path)
+        for method in sorted(set(operation.methods or route.methods) - {"HEAD", "OPTIONS"}):
+            request = None if method in BODYLESS else requests[id(operation)]
+            spec = _operation(arguments, operation, request, keys)
             spec["operationId"] = re.sub(r"\W+", "_", f"{method.lower()}{path}").strip("_")
             paths.setdefault(path, {})[method.lower()] = spec
     return {
@@ -70,7 +95,15 @@ def document(title: str, routes: Map, operations: Mapping[str, Operation]) -> di
     }
 
 
-def _operation(arguments: set[str], op: Operation, keys: Mapping[Any, Any]) -> dict[str, Any]:
+def _resolved(request: Schema | Callable[[], Schema] | None) -> Schema | None:
+    if request is None or isinstance(request, dict | type):
+        return request
+    return request()
+
+
+def _operation(
+    arguments: list[str], op: Operation, request: Schema | None, keys: Mapping[Any, Any]
+) -> dict[str, Any]:
     problem = {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
     ok: dict[str, Any] = {"description": "OK"}
     if op.response is not None:
@@ -87,20 +120,29 @@ def _operation(arguments: set[str], op: Operation, keys: Mapping[Any, Any]) -> d
         for name in sorted(arguments)
     ]
     if op.query is not None:
-        for name, field in op.query.model_fields.items():
+        for name, query in op.query.model_fields.items():
             parameters.append(
                 {
                     "name": name,
                     "in": "query",
-                    "required": field.is_required(),
+                    "required": query.is_required(),
                     "schema": {"type": "string"},
                 }
             )
+    for name, description in op.headers.items():
+        parameters.append(
+            {
+                "name": name,
+                "in": "header",
+                "required": True,
+                "description": description,
+                "schema": {"type": "string", "minLength": 1},
+            }
+        )
     if parameters:
         spec["parameters"] = parameters
-    if op.request is not None:
-        spec["requestBody"] = {
-            "required": True,
-            "content": {op.request_type: {"schema": keys[(op.request, "validation")]}},
-        }
+    if request is not None:
+        schema = request if isinstance(request, dict) else keys[(request, "validation")]
+        body: dict[str, Any] = {"content": {op.request_type: {"schema": schema}}}
+        spec["requestBody"] = {"required": True, **body} if op.body_required else body
     return spec

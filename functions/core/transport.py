@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import orjson
 
 from functions.core import events
-from functions.core.client import Client, shared_client
+from functions.core.client import Client
 from functions.core.errors import BadRequest, ServiceUnavailable
 from functions.core.http import REQUEST_ID_HEADER
 from functions.core.settings import BaseFunctionSettings
@@ -112,15 +112,18 @@ class PubSubSink:
         return "ok"
 
 
-def sink_for(settings: BaseFunctionSettings) -> Sink:
-    """The sink the settings select: ``K_SINK`` over HTTP, or the Pub/Sub topic."""
+def sink_for(settings: BaseFunctionSettings, client: Client | None = None) -> Sink:
+    """The sink the settings select: ``K_SINK`` over HTTP (over ``client``, else a client of
+    its own), or the Pub/Sub topic."""
     if settings.event_transport == "pubsub":
         if not (settings.pubsub_project and settings.pubsub_topic):
             raise ValueError("the pubsub transport needs a project and a topic")
         return PubSubSink(settings.pubsub_project, settings.pubsub_topic)
     if not settings.k_sink:
         raise ValueError("the http transport needs K_SINK (a SinkBinding sets it)")
-    return HttpSink(settings.k_sink, shared_client(settings.cluster_local_gateway))
+    return HttpSink(
+        settings.k_sink, client or Client(cluster_local_gateway=settings.cluster_local_gateway)
+    )
 
 
 def receive(headers: Mapping[str, str], body: bytes, *, push: bool = False) -> events.CloudEvent:

@@ -8,34 +8,19 @@ for the endpoints and the shape of partial answers (``errors``, ``X-Answered``).
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import functions_framework
 from flask import Request, Response
-from werkzeug.routing import Map, Rule
 
 from functions.core.client import Client, trace_context
 from functions.core.entry import lazy_service
-from functions.core.http import HttpApp, json_response, parse_model, read_body
-from functions.core.openapi import Operation, document
+from functions.core.http import HttpApp, Route, json_response, parse_model, read_body
+from functions.core.openapi import Operation
 from functions.core.recording import observer
 from functions.fanout_proxy import logic
 from functions.fanout_proxy.backends import Backends
 from functions.fanout_proxy.schemas import FannedResponse, LabelResponse, rows_request
 from functions.fanout_proxy.settings import FanoutSettings
-
-ROUTES = Map(
-    [
-        Rule("/health", endpoint="health", methods=["GET"]),
-        Rule("/health/all", endpoint="health_all", methods=["GET"]),
-        Rule("/metadata", endpoint="metadata", methods=["GET"]),
-        Rule("/predict", endpoint="predict", methods=["POST"]),
-        Rule("/predict/label", endpoint="predict_label", methods=["POST"]),
-        Rule("/predict/get/test", endpoint="predict_get_test", methods=["GET"]),
-        Rule("/predict/post/test", endpoint="predict_post_test", methods=["GET"]),
-    ],
-    strict_slashes=False,
-)
 
 
 class FanoutService:
@@ -49,29 +34,25 @@ class FanoutService:
             settings.backends, settings.backend_timeout, self.connections, self.threads
         )
         self.request_model = rows_request(settings.max_batch_rows)
-        handlers = {rule.endpoint: getattr(self, rule.endpoint) for rule in ROUTES.iter_rules()}
         # The proxy's own hop in the prediction log (the backends log theirs), same job_id.
         logged = {"predict", "predict_label", "predict_get_test", "predict_post_test"}
         observe = observer(settings, "fanout", settings.k_revision, logged)
-        self.app = HttpApp(ROUTES, handlers, observe, openapi=self._openapi)
-
-    def _openapi(self) -> dict[str, Any]:
-        body = self.request_model
-        return document(
-            "fanout",
-            ROUTES,
-            {
-                "health": Operation("Health of the proxy"),
-                "health_all": Operation("Health of every backend"),
-                "metadata": Operation("Metadata, with each backend's prediction sample"),
-                "predict": Operation(
-                    "Every backend's prediction", request=body, response=FannedResponse
-                ),
-                "predict_label": Operation("The best label", request=body, response=LabelResponse),
-                "predict_get_test": Operation("Every backend's prediction of its sample"),
-                "predict_post_test": Operation("Every backend's prediction of its sample, by POST"),
-            },
-        )
+        rows = self.request_model
+        routes = [
+            Route("/health", "GET", self.health, Operation("Health of the proxy")),
+            Route("/health/all", "GET", self.health_all, Operation("Health of every backend")),
+            Route("/metadata", "GET", self.metadata, Operation(
+                "Metadata, with each backend's prediction sample")),
+            Route("/predict", "POST", self.predict, Operation(
+                "Every backend's prediction", request=rows, response=FannedResponse)),
+            Route("/predict/label", "POST", self.predict_label, Operation(
+                "The best label", request=rows, response=LabelResponse)),
+            Route("/predict/get/test", "GET", self.predict_get_test, Operation(
+                "Every backend's prediction of its sample")),
+            Route("/predict/post/test", "GET", self.predict_post_test, Operation(
+                "Every backend's prediction of its sample, by POST")),
+        ]  # fmt: skip
+        self.app = HttpApp("fanout", routes, observe=observe, strict_slashes=False)
 
     def close(self) -> None:
         """Finish calls in flight and close the kept connections (tests; a worker just exits)."""
@@ -121,7 +102,7 @@ service = lazy_service(FanoutService, FanoutSettings, "fanout")
 
 @functions_framework.http
 def fanout(request: Request) -> Response:
-    """Every path of the proxy; see ``ROUTES``."""
+    """Every path of the proxy; see ``FanoutService``'s routes."""
     return service().app(request)
 
 

@@ -8,57 +8,26 @@ with MODEL_NAME set (see README). Endpoints: the seeds' (/health, /metadata, /la
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import functions_framework
 from flask import Request, Response
-from werkzeug.routing import Map, Rule
 
 from functions.core import metrics
 from functions.core.cards import ModelCard, load_card
 from functions.core.entry import lazy_service
 from functions.core.errors import ModelLoadError
-from functions.core.http import HttpApp, json_response, parse_model, read_body
+from functions.core.http import HttpApp, Route, json_response, parse_model, read_body
 from functions.core.loading import ModelSlot
-from functions.core.openapi import document
+from functions.core.openapi import Operation
 from functions.core.recording import observer
 from functions.core.settings import SettingsError
 from functions.predict import logic, oip
-from functions.predict.openapi import operations
-from functions.predict.schemas import ImageRequest
+from functions.predict.schemas import ImageRequest, LabelPrediction, Prediction
 from functions.predict.settings import PredictSettings
 
-_V2 = "/v2/models/<name>"
 LOGGED_ENDPOINTS = {
     "predict", "predict_label", "predict_test", "predict_test_label", "v1_predict", "v2_infer",
 }  # fmt: skip
-ROUTES = Map(
-    [
-        Rule("/health", endpoint="health", methods=["GET"]),
-        Rule("/metadata", endpoint="metadata", methods=["GET"]),
-        Rule("/label", endpoint="label", methods=["GET"]),
-        Rule("/predict", endpoint="predict", methods=["POST"]),
-        Rule("/predict/label", endpoint="predict_label", methods=["POST"]),
-        Rule("/predict/test", endpoint="predict_test", methods=["GET"]),
-        Rule("/predict/test/label", endpoint="predict_test_label", methods=["GET"]),
-        Rule("/metrics", endpoint="metrics", methods=["GET"]),
-        Rule("/v1/models/<name>", endpoint="v1_model", methods=["GET"]),
-        Rule("/v1/models/<name>:predict", endpoint="v1_predict", methods=["POST"]),
-        Rule("/v2", endpoint="v2_server", methods=["GET"]),
-        Rule("/v2/health/live", endpoint="v2_live", methods=["GET"]),
-        Rule("/v2/health/ready", endpoint="v2_ready", methods=["GET"]),
-        *(
-            Rule(prefix + suffix, endpoint=endpoint, methods=[method])
-            for prefix in (_V2, _V2 + "/versions/<version>")
-            for suffix, endpoint, method in (
-                ("", "v2_model", "GET"),
-                ("/ready", "v2_model_ready", "GET"),
-                ("/infer", "v2_infer", "POST"),
-            )
-        ),
-    ],
-    strict_slashes=False,
-)
 
 
 class PredictService:
@@ -76,10 +45,57 @@ class PredictService:
         observe = observer(
             settings, self.card.name, self.card.version, LOGGED_ENDPOINTS, _labels(self.card)
         )
-        self.app = HttpApp(ROUTES, self._handlers(), observe, model_headers, self._openapi)
+        self.app = HttpApp(
+            f"predict: {self.card.name}",
+            self._routes(),
+            observe=observe,
+            headers=model_headers,
+            strict_slashes=False,
+        )
 
-    def _handlers(self) -> dict[str, Any]:
-        return {rule.endpoint: getattr(self, rule.endpoint) for rule in ROUTES.iter_rules()}
+    def _routes(self) -> list[Route]:
+        # The request schema is the served card's (tabular rows of its feature count, or an
+        # image): known once the model is loaded.
+        body = lambda: self.slot.get().request_model or ImageRequest  # noqa: E731
+        v2 = "/v2/models/<name>"
+        return [
+            Route("/health", "GET", self.health, Operation("Health (503 while the model loads)")),
+            Route("/metadata", "GET", self.metadata, Operation(
+                "Model metadata in the seeds' shape")),
+            Route("/label", "GET", self.label, Operation("Label names in output order")),
+            Route("/predict", "POST", self.predict, Operation(
+                "Predict", request=body, response=Prediction)),
+            Route("/predict/label", "POST", self.predict_label, Operation(
+                "Predict the top label", request=body, response=LabelPrediction)),
+            Route("/predict/test", "GET", self.predict_test, Operation(
+                "Predict the card's sample", response=Prediction)),
+            Route("/predict/test/label", "GET", self.predict_test_label, Operation(
+                "Top label of the card's sample", response=LabelPrediction)),
+            Route("/metrics", "GET", self.metrics, Operation(
+                "Prometheus metrics", response_type="text/plain")),
+            Route("/v1/models/<name>", "GET", self.v1_model, Operation(
+                "KServe V1 model status")),
+            Route("/v1/models/<name>:predict", "POST", self.v1_predict, Operation(
+                "KServe V1 predict", request=oip.V1PredictRequest)),
+            Route("/v2", "GET", self.v2_server, Operation(
+                "Open Inference Protocol server metadata")),
+            Route("/v2/health/live", "GET", self.v2_live, Operation(
+                "Open Inference Protocol liveness")),
+            Route("/v2/health/ready", "GET", self.v2_ready, Operation(
+                "Open Inference Protocol readiness")),
+            *(
+                route
+                for prefix in (v2, v2 + "/versions/<version>")
+                for route in (
+                    Route(prefix, "GET", self.v2_model, Operation(
+                        "Open Inference Protocol model metadata")),
+                    Route(prefix + "/ready", "GET", self.v2_model_ready, Operation(
+                        "Open Inference Protocol model readiness")),
+                    Route(prefix + "/infer", "POST", self.v2_infer, Operation(
+                        "Open Inference Protocol inference", request=oip.V2InferRequest)),
+                )
+            ),
+        ]  # fmt: skip
 
     def _body(self, request: Request) -> bytes:
         return read_body(request, self.settings.max_body_bytes)
@@ -131,15 +147,9 @@ class PredictService:
             return json_response(model.label_tensor(model.image_tensor(model.sample), rid), rid)
         return json_response(model.label_rows(model.sample, rid), rid)
 
-    def _openapi(self) -> dict[str, Any]:
-        model = self.slot.get()  # the request schema is the loaded card's (feature count)
-        return document(
-            f"predict: {self.card.name}", ROUTES, operations(model.request_model or ImageRequest)
-        )
-
     def metrics(self, request: Request, rid: str) -> Response:
         body, content_type = metrics.exposition(self.settings.prometheus_multiproc_dir)
-        return Response(body, content_type=content_type, headers={"X-Request-Id": rid})
+        return Response(body, content_type=content_type)
 
     # -- KServe V1 and Open Inference Protocol V2 ----------------------------------------
 
@@ -196,7 +206,7 @@ service = lazy_service(
 
 @functions_framework.http
 def predict(request: Request) -> Response:
-    """Every path of the predictor; see ``ROUTES``."""
+    """Every path of the predictor; see ``PredictService``'s routes."""
     return service().app(request)
 
 

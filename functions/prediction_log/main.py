@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 import functions_framework
 from flask import Request, Response
 from pydantic import ValidationError
-from werkzeug.routing import Map, Rule
 
 from functions.core import events, transport
 from functions.core.catalog import PredictionLogData
@@ -21,13 +20,14 @@ from functions.core.entry import lazy_service
 from functions.core.errors import NotFound, ValidationFailed
 from functions.core.http import (
     HttpApp,
+    Route,
     json_response,
     parse_model,
     read_body,
     read_limited,
     validate_model,
 )
-from functions.core.openapi import Operation, document
+from functions.core.openapi import Operation
 from functions.core.recording import observer
 from functions.prediction_log import abreport
 from functions.prediction_log.schemas import FeedbackRequest, LogsQuery, LogsResponse, ReportQuery
@@ -35,29 +35,6 @@ from functions.prediction_log.settings import LogSettings
 from functions.prediction_log.store import LogStore, PostgresLogStore, Query, SqliteLogStore
 
 logger = logging.getLogger("predictions")
-
-OPERATIONS = {
-    "on_prediction_logged": Operation(
-        "Store a prediction.logged CloudEvent (Trigger subscriber)",
-        request=PredictionLogData,
-        request_type="application/json",
-    ),
-    "logs": Operation("Query the log", query=LogsQuery, response=LogsResponse),
-    "feedback": Operation("Record a job's true label", request=FeedbackRequest),
-    "ab_report": Operation("A/B figures and verdict of a route", query=ReportQuery),
-    "health": Operation("Health"),
-}
-ROUTES = Map(
-    [
-        Rule("/", endpoint="on_prediction_logged", methods=["POST"]),
-        Rule("/logs", endpoint="logs", methods=["GET"]),
-        Rule("/feedback", endpoint="feedback", methods=["POST"]),
-        Rule("/ab-report", endpoint="ab_report", methods=["GET"]),
-        Rule("/health", endpoint="health", methods=["GET"]),
-    ]
-)
-
-OPENAPI = document("prediction-log", ROUTES, OPERATIONS)
 
 
 class LogService:
@@ -68,9 +45,24 @@ class LogService:
             if settings.log_store == "postgres" and settings.log_dsn
             else SqliteLogStore(settings.log_db)
         )
-        handlers = {r.endpoint: getattr(self, r.endpoint) for r in ROUTES.iter_rules()}
         observe = observer(settings, "prediction-log", "1", set())
-        self.app = HttpApp(ROUTES, handlers, observe, openapi=lambda: OPENAPI)
+        routes = [
+            Route("/", "POST", self.on_prediction_logged, Operation(
+                "Store a prediction.logged CloudEvent (Trigger subscriber)",
+                request=PredictionLogData)),
+            Route("/logs", "GET", self.logs, Operation(
+                "Query the log", query=LogsQuery, response=LogsResponse)),
+            Route("/feedback", "POST", self.feedback, Operation(
+                "Record a job's true label", request=FeedbackRequest)),
+            Route("/ab-report", "GET", self.ab_report, Operation(
+                "A/B figures and verdict of a route", query=ReportQuery)),
+            Route("/health", "GET", self.health, Operation("Health")),
+        ]  # fmt: skip
+        self.app = HttpApp("prediction-log", routes, observe=observe)
+
+    def close(self) -> None:
+        """Close the log store (tests; a worker just exits)."""
+        self.store.close()
 
     def on_prediction_logged(self, request: Request, rid: str) -> Response:
         body = read_limited(request, self.settings.max_body_bytes)
@@ -90,7 +82,7 @@ class LogService:
         )
         if added:  # the seed's `kubectl logs` line, here rather than on every predictor's path
             logger.info("prediction logged", extra=_log_fields(record))
-        return Response(status=202, headers={"X-Request-Id": rid})
+        return Response(status=202)
 
     def logs(self, request: Request, rid: str) -> Response:
         params = validate_model(LogsQuery, request.args.to_dict())
@@ -131,7 +123,7 @@ service = lazy_service(LogService, LogSettings, "prediction_log")
 
 @functions_framework.http
 def prediction_log(request: Request) -> Response:
-    """Every path of the prediction-log Service; see ``ROUTES``."""
+    """Every path of the prediction-log Service; see ``LogService``'s routes."""
     return service().app(request)
 
 

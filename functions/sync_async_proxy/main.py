@@ -12,60 +12,51 @@ import time
 
 import functions_framework
 from flask import Request, Response
-from werkzeug.routing import Map, Rule
 
 from functions.core import transport
 from functions.core.cards import load_card
-from functions.core.client import shared_client
+from functions.core.client import Client
 from functions.core.entry import lazy_service
 from functions.core.errors import BadRequest, FunctionError, NotFound, ServiceUnavailable
-from functions.core.http import HttpApp, json_response, parse_model, read_body
+from functions.core.http import HttpApp, Route, json_response, parse_model, read_body
 from functions.core.jobstore import open_store
-from functions.core.openapi import Operation, document
+from functions.core.openapi import Operation
 from functions.core.preprocessing import decode_base64
 from functions.core.recording import observer
 from functions.sync_async_proxy import logic
 from functions.sync_async_proxy.schemas import ImageRequest
 from functions.sync_async_proxy.settings import SyncAsyncSettings
 
-OPERATIONS = {
-    "health": Operation("Health of the proxy"),
-    "health_all": Operation("Each model, the job store and the event sink: ok or the reason"),
-    "metadata": Operation("Both models' metadata"),
-    "predict": Operation("Fast answer now, a job for the slow model", request=ImageRequest),
-    "predict_test": Operation("The same with the sample image"),
-    "job": Operation("A job: pending, done or failed"),
-}
-ROUTES = Map(
-    [
-        Rule("/health", endpoint="health", methods=["GET"]),
-        Rule("/health/all", endpoint="health_all", methods=["GET"]),
-        Rule("/metadata", endpoint="metadata", methods=["GET"]),
-        Rule("/predict", endpoint="predict", methods=["POST"]),
-        Rule("/predict/test", endpoint="predict_test", methods=["GET"]),
-        Rule("/job/<job_id>", endpoint="job", methods=["GET"]),
-    ],
-    strict_slashes=False,
-)
-
-
-OPENAPI = document("sync-async", ROUTES, OPERATIONS)
-
 
 class SyncAsyncService:
     def __init__(self, settings: SyncAsyncSettings) -> None:
         self.settings = settings
         self.store = open_store(settings.job_store_url, settings.job_ttl_seconds)
-        self.events = transport.sink_for(settings)
-        self.client = shared_client(settings.cluster_local_gateway)
+        self.client = Client(cluster_local_gateway=settings.cluster_local_gateway)
+        self.events = transport.sink_for(settings, self.client)
         card = load_card(settings.model_cards, settings.fast_model)
         assert card.sample is not None
         assert card.sample.image is not None
         self.sample = (settings.model_dir / card.sample.image).read_bytes()
-        handlers = {rule.endpoint: getattr(self, rule.endpoint) for rule in ROUTES.iter_rules()}
         logged = {"predict", "predict_test"}  # the proxy's own hop in the prediction log
         observe = observer(settings, "sync-async", settings.k_revision, logged)
-        self.app = HttpApp(ROUTES, handlers, observe, openapi=lambda: OPENAPI)
+        routes = [
+            Route("/health", "GET", self.health, Operation("Health of the proxy")),
+            Route("/health/all", "GET", self.health_all, Operation(
+                "Each model, the job store and the event sink: ok or the reason")),
+            Route("/metadata", "GET", self.metadata, Operation("Both models' metadata")),
+            Route("/predict", "POST", self.predict, Operation(
+                "Fast answer now, a job for the slow model", request=ImageRequest)),
+            Route("/predict/test", "GET", self.predict_test, Operation(
+                "The same with the sample image")),
+            Route("/job/<job_id>", "GET", self.job, Operation("A job: pending, done or failed")),
+        ]  # fmt: skip
+        self.app = HttpApp("sync-async", routes, observe=observe, strict_slashes=False)
+
+    def close(self) -> None:
+        """Close the job store and the kept connections (tests; a worker just exits)."""
+        self.store.close()
+        self.client.close()
 
     def health(self, request: Request, rid: str) -> Response:
         return json_response({"health": "ok"}, rid)
@@ -139,7 +130,7 @@ service = lazy_service(SyncAsyncService, SyncAsyncSettings, "sync_async_proxy")
 
 @functions_framework.http
 def sync_async(request: Request) -> Response:
-    """Every path of the sync-async proxy; see ``ROUTES``."""
+    """Every path of the sync-async proxy; see ``SyncAsyncService``'s routes."""
     return service().app(request)
 
 

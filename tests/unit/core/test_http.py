@@ -7,7 +7,6 @@ import pytest
 from flask import Request, Response
 from pydantic import BaseModel, ConfigDict
 from werkzeug.exceptions import BadGateway, TooManyRequests
-from werkzeug.routing import Map, Rule
 from werkzeug.test import EnvironBuilder
 
 from functions.core.errors import (
@@ -20,12 +19,14 @@ from functions.core.errors import (
 )
 from functions.core.http import (
     HttpApp,
+    Route,
     framework_error,
     json_response,
     parse_model,
     read_body,
     request_id,
 )
+from functions.core.openapi import Operation
 
 
 def make_request(**kwargs: object) -> Request:
@@ -48,7 +49,6 @@ def test_request_id_is_taken_from_the_header_when_sane() -> None:
 def test_json_object_bodies_carry_the_job_id() -> None:
     response = json_response({"a": 1}, "rid-1")
     assert orjson.loads(response.get_data()) == {"job_id": "rid-1", "a": 1}
-    assert response.headers["X-Request-Id"] == "rid-1"
     assert orjson.loads(json_response([1, 2], "rid-2").get_data()) == [1, 2]
 
 
@@ -111,16 +111,24 @@ def test_framework_errors_keep_their_status() -> None:
         assert response.mimetype == "application/problem+json"
 
 
-ROUTES = Map(
-    [
-        Rule("/items/<name>", endpoint="item", methods=["GET"]),
-        Rule("/dir/", endpoint="item", methods=["GET"]),
-    ]
-)
-
-
 def item(request: Request, rid: str) -> Response:
     return json_response({"args": request.view_args}, rid)
+
+
+def raw(request: Request, rid: str) -> Response:
+    return Response(status=202)
+
+
+APP = HttpApp(
+    "test",
+    [
+        Route("/items/<name>", "GET", item, Operation("An item")),
+        Route("/dir/", "GET", item),  # not documented
+        Route("/raw", ("POST", "PUT"), raw, Operation("Raw", request=lambda: Body)),
+        Route("/any/<path>", None, raw, Operation("Any", request={}, body_required=False,
+              headers={"X-User": "who"}, methods=("GET", "POST"))),
+    ],
+)  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -132,9 +140,40 @@ def item(request: Request, rid: str) -> Response:
     ],
 )
 def test_a_path_that_matches_only_after_a_redirect_is_a_404_problem(path: str) -> None:
-    response = HttpApp(ROUTES, {"item": item})(make_request(path=path))
+    response = APP(make_request(path=path))
     assert response.status_code == 404
     assert response.mimetype == "application/problem+json"
     body = orjson.loads(response.get_data())
     assert body["status"] == 404
     assert body["instance"] == response.headers["X-Request-Id"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [("GET", "/items/a", 200), ("PUT", "/raw", 202), ("DELETE", "/any/x", 202),
+     ("GET", "/raw", 405), ("GET", "/nowhere", 404)],
+)  # fmt: skip
+def test_every_answer_carries_the_request_id(method: str, path: str, status: int) -> None:
+    response = APP(make_request(method=method, path=path, headers={"X-Request-Id": "r-7"}))
+    assert (response.status_code, response.headers["X-Request-Id"]) == (status, "r-7")
+    if status == 405:
+        assert response.headers["Allow"] == "POST, PUT"
+
+
+def test_the_document_comes_from_the_routes() -> None:
+    response = APP(make_request(path="/openapi.json"))
+    doc = orjson.loads(response.get_data())
+    assert response.headers["X-Request-Id"]
+    assert set(doc["paths"]) == {"/items/{name}", "/raw", "/any/{path}"}
+    assert doc["paths"]["/items/{name}"]["get"]["parameters"][0]["name"] == "name"
+    raw_body = doc["paths"]["/raw"]["put"]["requestBody"]
+    assert raw_body["required"] is True
+    assert raw_body["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Body"
+    }
+    anything = doc["paths"]["/any/{path}"]
+    assert set(anything) == {"get", "post"}
+    assert "requestBody" not in anything["get"]  # no body on a GET
+    assert anything["post"]["requestBody"] == {"content": {"application/json": {"schema": {}}}}
+    assert {"name": "X-User", "in": "header", "required": True, "description": "who",
+            "schema": {"type": "string", "minLength": 1}} in anything["post"]["parameters"]  # fmt: skip
