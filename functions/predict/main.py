@@ -31,7 +31,7 @@ LOGGED_ENDPOINTS = {
 
 
 class PredictService:
-    """One per process: settings, the model slot, and the handlers behind ``ROUTES``."""
+    """One per process: settings, the model slot, and and the handlers its routes name."""
 
     def __init__(self, settings: PredictSettings) -> None:
         self.settings = settings
