@@ -35,7 +35,7 @@ import httptools
 import orjson
 from prometheus_client import Counter, Gauge
 
-from functions.core.settings import BaseFunctionSettings, build_settings
+from functions.core.settings import EventSettings, build_settings
 
 logger = logging.getLogger(__name__)
 
@@ -252,7 +252,7 @@ class HttpSender:
             self.sock = None
 
 
-def send_for(settings: BaseFunctionSettings) -> Send:
+def send_for(settings: EventSettings) -> Send:
     """The transport the settings select, as for every event: K_SINK over HTTP, or Pub/Sub."""
     if settings.event_transport == "pubsub":
         from functions.core import events
@@ -322,7 +322,7 @@ def main() -> None:
     import signal
     import sys
 
-    settings = build_settings(BaseFunctionSettings)
+    settings = build_settings(EventSettings)
     sender = Sender(settings.outbox_path(), send_for(settings))
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_IGN)

@@ -26,7 +26,7 @@ from functions.core import metrics
 from functions.core.events import JOB_ID, PREDICTION_LOGGED
 from functions.core.http import RAW_BODY
 from functions.core.outbox import Sender, Writer, send_for
-from functions.core.settings import BaseFunctionSettings
+from functions.core.settings import EventSettings
 
 logger = logging.getLogger("predictions")
 
@@ -40,7 +40,7 @@ class Recorder:
 
     def __init__(
         self,
-        settings: BaseFunctionSettings,
+        settings: EventSettings,
         model: str,
         version: str,
         endpoints: set[str],
@@ -154,7 +154,7 @@ Observe = Callable[[Request, str, str, Response, float], None]
 
 
 def observer(
-    settings: BaseFunctionSettings,
+    settings: EventSettings,
     model: str,
     version: str,
     endpoints: set[str],

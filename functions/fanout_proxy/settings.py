@@ -8,14 +8,14 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
-from functions.core.settings import BaseFunctionSettings
+from functions.core.settings import EventSettings
 
 # Keys of the proxy's answers besides the backends' names, so no backend may take them.
 RESERVED = frozenset({"job_id", "errors"})
 _NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 
 
-class FanoutSettings(BaseFunctionSettings):
+class FanoutSettings(EventSettings):
     backends: Annotated[dict[str, str], NoDecode] = Field(
         description="name=URL pairs, comma separated: the Knative URLs of the backends"
     )

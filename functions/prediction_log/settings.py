@@ -7,10 +7,10 @@ from typing import Literal, Self
 
 from pydantic import Field, SecretStr, model_validator
 
-from functions.core.settings import REPO_ROOT, BaseFunctionSettings
+from functions.core.settings import REPO_ROOT, EventSettings
 
 
-class LogSettings(BaseFunctionSettings):
+class LogSettings(EventSettings):
     log_store: Literal["sqlite", "postgres"] = Field("sqlite", description="where records live")
     log_dsn: SecretStr | None = Field(None, description="PostgreSQL DSN (from a Secret)")
     log_db: Path = Field(
