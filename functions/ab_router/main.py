@@ -17,7 +17,7 @@ from werkzeug.routing import BaseConverter, Map, Rule
 
 from functions.ab_router.logic import assign
 from functions.ab_router.openapi import openapi
-from functions.ab_router.settings import RouterSettings, pairs
+from functions.ab_router.settings import RouterSettings
 from functions.core.client import forwarded_headers, pooled_client
 from functions.core.entry import lazy_service
 from functions.core.errors import BadRequest, GatewayTimeout, ServiceUnavailable
@@ -48,8 +48,8 @@ ROUTES = Map(
 class Router:
     def __init__(self, settings: RouterSettings) -> None:
         self.settings = settings
-        self.urls = pairs(settings.variants)
-        self.weights = [(name, int(w)) for name, w in pairs(settings.weights).items()]
+        self.urls = settings.variants
+        self.weights = list(settings.percents().items())
         self.client = pooled_client(cluster_local_gateway=settings.cluster_local_gateway)
         document = openapi(settings.user_header)
         handlers = {"health": self.health, "forward": self.forward}

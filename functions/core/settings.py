@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal, Self, TypeVar
+from typing import Annotated, Literal, Self, TypeVar
 
-from pydantic import Field, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -94,6 +94,27 @@ class JobStoreSettings(BaseFunctionSettings):
 
     job_store_url: str = Field(DEFAULT_JOB_STORE, description="sqlite:///path or redis://host/db")
     job_ttl_seconds: float = Field(86400.0, gt=0, description="how long jobs are kept")
+
+
+def _name_values(value: object) -> object:
+    """``a=x, b=y`` -> ``{"a": "x", "b": "y"}``, in order, spaces around each part dropped."""
+    if not isinstance(value, str):
+        return value
+    found: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        name, sep, given = item.partition("=")
+        name, given = name.strip(), given.strip()
+        if not sep or not name or not given:
+            raise ValueError(f"expected name=value, got {item!r}")
+        if name in found:
+            raise ValueError(f"{name!r} is named twice")
+        found[name] = given
+    return found
+
+
+# A comma-separated list of name=value pairs in one variable (VARIANTS, WEIGHTS, BACKENDS),
+# read as it is written: NoDecode keeps pydantic-settings from parsing it as JSON first.
+NameValues = Annotated[dict[str, str], NoDecode, BeforeValidator(_name_values)]
 
 
 S = TypeVar("S", bound=BaseFunctionSettings)

@@ -1,5 +1,5 @@
 """Settings: a bad value stops the process with a message that names the variable; each
-function has the settings of its own concerns."""
+function has the settings of its own concerns, name=value lists read as one type."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from functions.core.settings import (
     EventSettings,
     JobStoreSettings,
     ModelSettings,
+    NameValues,
     SettingsError,
     build_settings,
 )
@@ -42,6 +43,27 @@ def test_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MODEL_THREADS", "2")
     settings = build_settings(PredictSettings)
     assert (settings.model_name, settings.model_threads) == ("iris-rf", 2)
+
+
+class Pairs(BaseFunctionSettings):
+    pairs: NameValues
+
+
+def test_name_values_keep_their_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PAIRS", " b = http://b/?x=1 , a=2,")
+    assert list(build_settings(Pairs).pairs.items()) == [("b", "http://b/?x=1"), ("a", "2")]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("a", "expected name=value, got 'a'"), ("=1", "name=value"), ("a=1,a=2", "named twice")],
+)
+def test_bad_name_values_name_their_variable(
+    monkeypatch: pytest.MonkeyPatch, value: str, message: str
+) -> None:
+    monkeypatch.setenv("PAIRS", value)
+    with pytest.raises(SettingsError, match=f"PAIRS .*{message}"):
+        build_settings(Pairs)
 
 
 PUBLISHERS = [PredictSettings, FanoutSettings, LogSettings, SyncAsyncSettings, WorkerSettings]
