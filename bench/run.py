@@ -177,7 +177,7 @@ def logging_on_off(workers: str, body_file: Path) -> list[Result]:
     log_env = {
         "FUNCTION_TARGET": "prediction_log",
         "FUNCTION_SOURCE": "functions/prediction_log/main.py",
-        "LOG_DB": str(state / "log.sqlite3"),
+        "LOG_STORE_URL": f"sqlite:///{state / 'log.sqlite3'}",
         "HOST": "127.0.0.1",
         "PORT": str(log_port),
         "LOG_LEVEL": "WARNING",

@@ -17,7 +17,7 @@ from flask import Request, Response
 from werkzeug.routing import BaseConverter
 
 from functions.ab_router.logic import assign
-from functions.ab_router.settings import RouterSettings, pairs
+from functions.ab_router.settings import RouterSettings
 from functions.core.client import Client, forwarded_headers
 from functions.core.entry import lazy_service
 from functions.core.errors import BadRequest, GatewayTimeout, ServiceUnavailable
@@ -39,8 +39,8 @@ class Everything(BaseConverter):
 class Router:
     def __init__(self, settings: RouterSettings) -> None:
         self.settings = settings
-        self.urls = pairs(settings.variants)
-        self.weights = [(name, int(w)) for name, w in pairs(settings.weights).items()]
+        self.urls = settings.variants
+        self.weights = list(settings.percents().items())
         self.client = Client(cluster_local_gateway=settings.cluster_local_gateway)
         forwarded = Operation(
             "Forwarded unchanged to the user's variant, which answers",

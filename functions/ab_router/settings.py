@@ -6,39 +6,40 @@ from typing import Self
 
 from pydantic import Field, field_validator, model_validator
 
-from functions.core.settings import BaseFunctionSettings
-
-
-def pairs(text: str) -> dict[str, str]:
-    """``a=x,b=y`` -> ``{"a": "x", "b": "y"}``."""
-    out = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        name, sep, value = item.partition("=")
-        if not sep or not name or not value:
-            raise ValueError(f"expected name=value, got {item!r}")
-        out[name.strip()] = value.strip()
-    return out
+from functions.core.settings import BaseFunctionSettings, NameValues
 
 
 class RouterSettings(BaseFunctionSettings):
-    variants: str = Field(description="name=URL of each variant's Knative Service, comma-separated")
-    weights: str = Field(description="name=percent, comma-separated; the same as the route's")
+    variants: NameValues = Field(
+        description="name=URL of each variant's Knative Service, comma-separated"
+    )
+    weights: NameValues = Field(
+        description="name=percent, comma-separated; the same as the route's"
+    )
     user_header: str = Field("X-User-Id", description="the header carrying the user key")
     deadline_seconds: float = Field(10.0, gt=0, description="per forwarded call")
 
-    @field_validator("variants", "weights")
+    @field_validator("weights")
     @classmethod
-    def _pairs(cls, value: str) -> str:
-        pairs(value)
-        return value
+    def _whole_percents(cls, weights: dict[str, str]) -> dict[str, str]:
+        for name, weight in weights.items():
+            try:
+                int(weight)
+            except ValueError:
+                raise ValueError(f"{name}={weight!r} is not a whole percent") from None
+        return weights
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
-        urls, weights = pairs(self.variants), pairs(self.weights)
-        if set(urls) != set(weights):
-            raise ValueError(f"VARIANTS names {sorted(urls)} but WEIGHTS names {sorted(weights)}")
-        if sum(int(w) for w in weights.values()) != 100:
+        if set(self.variants) != set(self.weights):
             raise ValueError(
-                f"WEIGHTS must sum to 100, not {sum(int(w) for w in weights.values())}"
+                f"VARIANTS names {sorted(self.variants)} but WEIGHTS names {sorted(self.weights)}"
             )
+        total = sum(self.percents().values())
+        if total != 100:
+            raise ValueError(f"WEIGHTS must sum to 100, not {total}")
         return self
+
+    def percents(self) -> dict[str, int]:
+        """Each variant's share of the users, in percent."""
+        return {name: int(weight) for name, weight in self.weights.items()}

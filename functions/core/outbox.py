@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 from prometheus_client import Counter, Gauge
 
-from functions.core.settings import BaseFunctionSettings, build_settings
+from functions.core.settings import EventSettings, build_settings
 from functions.core.transport import sink_for
 
 logger = logging.getLogger(__name__)
@@ -242,7 +242,7 @@ def main() -> None:
     import signal
     import sys
 
-    settings = build_settings(BaseFunctionSettings)
+    settings = build_settings(EventSettings)
     sender = Sender(settings.outbox_path(), sink_for(settings).send)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_IGN)

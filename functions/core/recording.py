@@ -26,7 +26,7 @@ from functions.core import metrics
 from functions.core.events import JOB_ID, PREDICTION_LOGGED
 from functions.core.http import RAW_BODY
 from functions.core.outbox import Sender, Writer
-from functions.core.settings import BaseFunctionSettings
+from functions.core.settings import EventSettings
 from functions.core.transport import sink_for
 
 logger = logging.getLogger("predictions")
@@ -41,7 +41,7 @@ class Recorder:
 
     def __init__(
         self,
-        settings: BaseFunctionSettings,
+        settings: EventSettings,
         model: str,
         version: str,
         endpoints: set[str],
@@ -155,7 +155,7 @@ Observe = Callable[[Request, str, str, Response, float], None]
 
 
 def observer(
-    settings: BaseFunctionSettings,
+    settings: EventSettings,
     model: str,
     version: str,
     endpoints: set[str],

@@ -31,7 +31,7 @@ from granian import Granian
 from granian.constants import Interfaces
 from granian.log import LogLevels
 
-from functions.core.settings import BaseFunctionSettings, build_settings
+from functions.core.settings import EventSettings, build_settings
 
 
 def app_factory() -> Any:
@@ -115,7 +115,7 @@ def _metrics_dir(processes: int) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
 
 
-def _outbox_sender(settings: BaseFunctionSettings) -> subprocess.Popen[bytes]:
+def _outbox_sender(settings: EventSettings) -> subprocess.Popen[bytes]:
     """One process sends the outbox every worker writes, so sending never competes with
     requests for a worker's GIL (see core.outbox)."""
     os.environ["OUTBOX_SENDER"] = "process"
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--target and --source (or FUNCTION_TARGET and FUNCTION_SOURCE) are required")
     os.environ["FUNCTION_TARGET"] = args.target
     os.environ["FUNCTION_SOURCE"] = str(Path(args.source).resolve())
-    settings = build_settings(BaseFunctionSettings)
+    settings = build_settings(EventSettings)
     _metrics_dir(args.workers + settings.publishes)
     sender = _outbox_sender(settings) if settings.publishes else None
     Granian(

@@ -1,17 +1,20 @@
 """Settings from the environment, validated once at start-up.
 
-Only this module and ``serve.py`` touch ``os.environ`` (ruff TID251): every function reads its configuration through a ``BaseFunctionSettings`` subclass built by a cached
-factory, so a bad value stops the process with a message naming the variable.
+Only this module and ``serve.py`` touch ``os.environ`` (ruff TID251): every function reads
+its configuration through a ``BaseFunctionSettings`` subclass built by a cached factory, so a
+bad value stops the process with a message naming the variable. A function's class combines
+the concerns it has (``ModelSettings``, ``EventSettings``, ``JobStoreSettings``) and has no
+field for any other.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal, Self, TypeVar
+from typing import Annotated, Literal, Self, TypeVar
 
-from pydantic import Field, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,16 +24,36 @@ class SettingsError(RuntimeError):
 
 
 class BaseFunctionSettings(BaseSettings):
-    """What every function reads: where models live, limits, logging."""
+    """What every function reads: limits, logging, its Knative names, where its calls go.
+    Each other concern is a subclass of it, which a function's settings class combines
+    with the others it has (``class PredictSettings(ModelSettings, EventSettings)``)."""
 
     model_config = SettingsConfigDict(extra="forbid", frozen=True)
 
-    model_dir: Path = Field(REPO_ROOT / "build" / "models", description="built model artifacts")
-    model_cards: Path = Field(REPO_ROOT / "models", description="model cards (model.toml)")
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0, description="request body limit")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     k_service: str = Field("local", description="Knative Service name (set by Knative)")
     k_revision: str = Field("local", description="Knative Revision name (set by Knative)")
+    # Both are handed to every Service: make dev sets the gateway, core.serve the directory.
+    cluster_local_gateway: str | None = Field(
+        None, description="where calls to *.svc.cluster.local go when no cluster DNS does"
+    )
+    prometheus_multiproc_dir: Path | None = Field(
+        None, description="shared metrics directory when several worker processes serve"
+    )
+
+
+class ModelSettings(BaseFunctionSettings):
+    """A function that reads model cards and their built artifacts."""
+
+    model_dir: Path = Field(REPO_ROOT / "build" / "models", description="built model artifacts")
+    model_cards: Path = Field(REPO_ROOT / "models", description="model cards (model.toml)")
+
+
+class EventSettings(BaseFunctionSettings):
+    """A function that publishes events (its prediction log records, its requests): where
+    they go, the outbox they wait in, and what its records say it is."""
+
     k_sink: str | None = Field(None, description="where events go (a SinkBinding sets it)")
     event_transport: Literal["http", "pubsub"] = Field(
         "http", description="http (K_SINK) or pubsub"
@@ -45,12 +68,6 @@ class BaseFunctionSettings(BaseSettings):
     outbox_max_bytes: int = Field(256 * 1024 * 1024, gt=0, description="spool bound on disk")
     outbox_sender: Literal["thread", "process"] = Field(
         "thread", description="who sends the outbox: a thread here, or core.serve's process"
-    )
-    cluster_local_gateway: str | None = Field(
-        None, description="where calls to *.svc.cluster.local go when no cluster DNS does"
-    )
-    prometheus_multiproc_dir: Path | None = Field(
-        None, description="shared metrics directory when several worker processes serve"
     )
 
     @model_validator(mode="after")
@@ -67,6 +84,37 @@ class BaseFunctionSettings(BaseSettings):
     def outbox_path(self) -> Path:
         """This Service's outbox (its workers write it, one sender drains it)."""
         return self.outbox_dir / self.k_service
+
+
+DEFAULT_JOB_STORE = f"sqlite:///{REPO_ROOT / 'build' / 'jobs.sqlite3'}"
+
+
+class JobStoreSettings(BaseFunctionSettings):
+    """The job store the sync-async proxy and the async worker share (core.jobstore)."""
+
+    job_store_url: str = Field(DEFAULT_JOB_STORE, description="sqlite:///path or redis://host/db")
+    job_ttl_seconds: float = Field(86400.0, gt=0, description="how long jobs are kept")
+
+
+def _name_values(value: object) -> object:
+    """``a=x, b=y`` -> ``{"a": "x", "b": "y"}``, in order, spaces around each part dropped."""
+    if not isinstance(value, str):
+        return value
+    found: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        name, sep, given = item.partition("=")
+        name, given = name.strip(), given.strip()
+        if not sep or not name or not given:
+            raise ValueError(f"expected name=value, got {item!r}")
+        if name in found:
+            raise ValueError(f"{name!r} is named twice")
+        found[name] = given
+    return found
+
+
+# A comma-separated list of name=value pairs in one variable (VARIANTS, WEIGHTS, BACKENDS),
+# read as it is written: NoDecode keeps pydantic-settings from parsing it as JSON first.
+NameValues = Annotated[dict[str, str], NoDecode, BeforeValidator(_name_values)]
 
 
 S = TypeVar("S", bound=BaseFunctionSettings)

@@ -28,7 +28,7 @@ from functions.core import events
 from functions.core.client import Client
 from functions.core.errors import BadRequest, ServiceUnavailable
 from functions.core.http import REQUEST_ID_HEADER
-from functions.core.settings import BaseFunctionSettings
+from functions.core.settings import EventSettings
 
 STRUCTURED = "application/cloudevents+json"
 
@@ -112,7 +112,7 @@ class PubSubSink:
         return "ok"
 
 
-def sink_for(settings: BaseFunctionSettings, client: Client | None = None) -> Sink:
+def sink_for(settings: EventSettings, client: Client | None = None) -> Sink:
     """The sink the settings select: ``K_SINK`` over HTTP (over ``client``, else a client of
     its own), or the Pub/Sub topic."""
     if settings.event_transport == "pubsub":

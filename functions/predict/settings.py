@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from functions.core.settings import BaseFunctionSettings
+from functions.core.settings import EventSettings, ModelSettings
 
 
-class PredictSettings(BaseFunctionSettings):
+class PredictSettings(ModelSettings, EventSettings):
     model_name: str = Field(description="card name under models/, e.g. iris-svc")
     outlier_model: str | None = Field(None, description="card of an outlier detector to run too")
     model_threads: int = Field(1, ge=1, le=64, description="intra-op threads of the runtime")

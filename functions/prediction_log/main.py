@@ -32,7 +32,7 @@ from functions.core.recording import observer
 from functions.prediction_log import abreport
 from functions.prediction_log.schemas import FeedbackRequest, LogsQuery, LogsResponse, ReportQuery
 from functions.prediction_log.settings import LogSettings
-from functions.prediction_log.store import LogStore, PostgresLogStore, Query, SqliteLogStore
+from functions.prediction_log.store import Query, open_log_store
 
 logger = logging.getLogger("predictions")
 
@@ -40,11 +40,7 @@ logger = logging.getLogger("predictions")
 class LogService:
     def __init__(self, settings: LogSettings) -> None:
         self.settings = settings
-        self.store: LogStore = (
-            PostgresLogStore(settings.log_dsn.get_secret_value())
-            if settings.log_store == "postgres" and settings.log_dsn
-            else SqliteLogStore(settings.log_db)
-        )
+        self.store = open_log_store(settings.log_store_url.get_secret_value())
         observe = observer(settings, "prediction-log", "1", set())
         routes = [
             Route("/", "POST", self.on_prediction_logged, Operation(

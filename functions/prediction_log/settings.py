@@ -2,25 +2,31 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Literal, Self
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import SettingsConfigDict
 
-from pydantic import Field, SecretStr, model_validator
+from functions.core.settings import REPO_ROOT, EventSettings
+from functions.prediction_log.store import LOG_STORE_SCHEMES
 
-from functions.core.settings import REPO_ROOT, BaseFunctionSettings
+DEFAULT_LOG_STORE = f"sqlite:///{REPO_ROOT / 'build' / 'prediction-log.sqlite3'}"
 
 
-class LogSettings(BaseFunctionSettings):
-    log_store: Literal["sqlite", "postgres"] = Field("sqlite", description="where records live")
-    log_dsn: SecretStr | None = Field(None, description="PostgreSQL DSN (from a Secret)")
-    log_db: Path = Field(
-        REPO_ROOT / "build" / "prediction-log.sqlite3", description="SQLite log store"
+class LogSettings(EventSettings):
+    # The store URL may hold a password: no validation error shows the values it was given.
+    model_config = SettingsConfigDict(hide_input_in_errors=True)
+
+    log_store_url: SecretStr = Field(
+        SecretStr(DEFAULT_LOG_STORE),
+        description="sqlite:///path or postgresql://user:password@host/db (from a Secret)",
     )
     query_limit: int = Field(1000, ge=1, description="most records one query answers")
     report_limit: int = Field(200_000, ge=1, description="most records an A/B report reads")
 
-    @model_validator(mode="after")
-    def _dsn_for_postgres(self) -> Self:
-        if self.log_store == "postgres" and self.log_dsn is None:
-            raise ValueError("LOG_STORE=postgres needs LOG_DSN")
-        return self
+    @field_validator("log_store_url")
+    @classmethod
+    def _known_store(cls, url: SecretStr) -> SecretStr:
+        given = url.get_secret_value()
+        if not given.startswith(LOG_STORE_SCHEMES):
+            scheme = given.partition(":")[0]  # the rest may hold a password
+            raise ValueError(f"must start with {', '.join(LOG_STORE_SCHEMES)}, not {scheme!r}")
+        return url

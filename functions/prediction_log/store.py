@@ -147,7 +147,7 @@ class SqliteLogStore(_SqlStore):
 
 
 class PostgresLogStore(_SqlStore):
-    """The cluster backend (``LOG_STORE=postgres``, ``LOG_DSN``): a pool of connections."""
+    """The cluster backend (``LOG_STORE_URL=postgresql://...``): a pool of connections."""
 
     mark = "%s"
     insert_ignore = (
@@ -171,6 +171,22 @@ class PostgresLogStore(_SqlStore):
 
     def close(self) -> None:
         self._pool.close()
+
+
+_POSTGRES = ("postgresql://", "postgres://")  # libpq reads both
+LOG_STORE_SCHEMES = ("sqlite:///", *_POSTGRES)
+
+
+def open_log_store(url: str) -> LogStore:
+    """``sqlite:///abs/path.sqlite3`` or ``postgresql://user:password@host/db``."""
+    if url.startswith("sqlite:///"):
+        return SqliteLogStore(Path(url.removeprefix("sqlite://")))
+    if url.startswith(_POSTGRES):
+        return PostgresLogStore(url)
+    scheme = url.partition(":")[0]  # the rest may hold a password
+    raise ValueError(
+        f"log store URL must start with {', '.join(LOG_STORE_SCHEMES)}, not {scheme!r}"
+    )
 
 
 def _row(event_id: str, time: str, record: dict[str, Any]) -> tuple[Any, ...]:

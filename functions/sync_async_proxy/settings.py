@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from functions.core.settings import REPO_ROOT, BaseFunctionSettings
-
-DEFAULT_STORE = f"sqlite:///{REPO_ROOT / 'build' / 'jobs.sqlite3'}"
+from functions.core.settings import EventSettings, JobStoreSettings, ModelSettings
 
 
-class SyncAsyncSettings(BaseFunctionSettings):
+class SyncAsyncSettings(ModelSettings, EventSettings, JobStoreSettings):
     fast_url: str = Field(
         "http://imagenet.ml-serving.svc.cluster.local", description="the fast predictor"
     )
@@ -19,8 +17,6 @@ class SyncAsyncSettings(BaseFunctionSettings):
     fast_model: str = Field("efficientnet-lite0", description="card of the fast model")
     slow_model: str = Field("efficientnet-lite2", description="card the worker serves")
     backend_timeout: float = Field(10.0, gt=0, description="seconds a backend call may take")
-    job_store_url: str = Field(DEFAULT_STORE, description="sqlite:///path or redis://host/db")
-    job_ttl_seconds: float = Field(86400.0, gt=0, description="how long jobs are kept")
     job_deadline_seconds: float = Field(
         300.0, gt=0, description="a job pending longer reads as failed: timed out"
     )

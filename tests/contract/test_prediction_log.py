@@ -24,7 +24,7 @@ SOURCE = str(REPO_ROOT / "functions" / "prediction_log" / "main.py")
 def log(tmp_path: Path) -> Iterator[FlaskClient]:
     import functions_framework
 
-    os.environ["LOG_DB"] = str(tmp_path / "log.sqlite3")
+    os.environ["LOG_STORE_URL"] = f"sqlite:///{tmp_path / 'log.sqlite3'}"
     app = functions_framework.create_app("prediction_log", SOURCE)
     sys.modules["main"].warm()
     yield app.test_client()

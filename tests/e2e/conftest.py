@@ -23,7 +23,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     command = [sys.executable, "-m", "emulators.dev", f"--port={port}", "--seed=1"]
     state = tmp_path_factory.mktemp("platform")  # stores and outboxes of this session only
     env = {
-        "LOG_DB": str(state / "log.sqlite3"),
+        "LOG_STORE_URL": f"sqlite:///{state / 'log.sqlite3'}",
         "OUTBOX_DIR": str(state / "outbox"),
         "JOB_STORE_URL": f"sqlite://{state / 'jobs.sqlite3'}",
     }

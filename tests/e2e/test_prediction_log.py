@@ -38,7 +38,10 @@ def platform(tmp_path: Path) -> Iterator[LocalPlatform]:
     (eventing / "kustomization.yaml").write_text(
         yaml.safe_dump({"namespace": "t", "resources": resources})
     )
-    env = {"LOG_DB": str(tmp_path / "log.sqlite3"), "OUTBOX_DIR": str(tmp_path / "outbox")}
+    env = {
+        "LOG_STORE_URL": f"sqlite:///{tmp_path / 'log.sqlite3'}",
+        "OUTBOX_DIR": str(tmp_path / "outbox"),
+    }
     running = LocalPlatform(knative, eventing, env)
     yield running
     running.stop()

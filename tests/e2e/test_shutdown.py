@@ -121,7 +121,8 @@ def _prediction_log(backend: Backend, tmp: Path, rid: str) -> Call:
     )  # fmt: skip
     event = events.make(events.PREDICTION_LOGGED, "/tests", record.model_dump(mode="json"))
     headers, body = events.to_binary(event)
-    return Call({"LOG_DB": str(tmp / "log.sqlite3")}, "POST", "/", body, 202, headers, False)
+    env = {"LOG_STORE_URL": f"sqlite:///{tmp / 'log.sqlite3'}"}
+    return Call(env, "POST", "/", body, 202, headers, False)
 
 
 def _ab_router(backend: Backend, tmp: Path, rid: str) -> Call:

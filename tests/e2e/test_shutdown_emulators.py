@@ -155,7 +155,7 @@ def test_dev_delivers_every_accepted_event_before_it_exits(tmp_path: Path, sink:
         {
             "FUNCTION_TARGET": "prediction_log",
             "FUNCTION_SOURCE": "functions/prediction_log/main.py",
-            "LOG_DB": str(log_db),
+            "LOG_STORE_URL": f"sqlite:///{log_db}",
         },
     )
     broker = {

@@ -70,7 +70,8 @@ def test_image_predictor() -> None:
 
 def test_prediction_log(tmp_path: Path) -> None:
     source = str(REPO_ROOT / "functions" / "prediction_log" / "main.py")
-    assert fuzz("prediction_log", source, {"LOG_DB": str(tmp_path / "log.sqlite3")}) >= 5
+    env = {"LOG_STORE_URL": f"sqlite:///{tmp_path / 'log.sqlite3'}"}
+    assert fuzz("prediction_log", source, env) >= 5
     sys.modules["main"].service().store.close()
 
 

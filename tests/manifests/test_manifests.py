@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from emulators.broker import sink_bindings
 from emulators.manifests import (
     KNATIVE_SERVICE,
     REPO_ROOT,
@@ -528,6 +529,20 @@ def test_env_names_are_settings(spec: ServiceSpec) -> None:
         pytest.fail("no Settings class (see test_source_has_a_settings_class)")
     unknown = spec.env.keys() - settings_env_names(settings) - SERVER_ENV
     assert not unknown, f"not fields of {settings.__name__} nor server variables: {unknown}"
+
+
+@pytest.mark.parametrize("spec", FUNCTIONS, ids=service_id)
+def test_what_the_platform_hands_a_service_is_read(spec: ServiceSpec) -> None:
+    """Knative's names, the cluster-local gateway (make dev sets it for every Service) and
+    the K_SINK of a SinkBinding are settings of the function: one it had no field for would
+    be ignored, not refused."""
+    settings = SETTINGS_BY_SOURCE.get(spec.env.get("FUNCTION_SOURCE", ""))
+    if settings is None:
+        pytest.fail("no Settings class (see test_source_has_a_settings_class)")
+    handed = {"K_SERVICE", "K_REVISION", "CLUSTER_LOCAL_GATEWAY"}
+    if spec.name in sink_bindings(RESOURCES, lambda destination: "http://broker"):
+        handed.add("K_SINK")
+    assert handed <= settings_env_names(settings), settings.__name__
 
 
 @pytest.mark.parametrize("spec", FUNCTIONS, ids=service_id)

@@ -41,6 +41,8 @@ def test_a_zero_weight_variant_gets_nobody() -> None:
         ("svc=http://a,rf=http://b", "svc=60,rf=30", "sum to 100"),
         ("svc=http://a", "svc=60,rf=40", "VARIANTS names"),
         ("svc", "svc=100", "name=value"),
+        ("svc=http://a,rf=http://b", "svc=60,rf=forty", "'forty' is not a whole percent"),
+        ("svc=http://a,svc=http://b", "svc=100", "'svc' is named twice"),
     ],
 )
 def test_inconsistent_settings_stop_the_router(

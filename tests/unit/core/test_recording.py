@@ -14,11 +14,11 @@ from functions.core.catalog import PredictionLogData
 from functions.core.events import PREDICTION_LOGGED
 from functions.core.http import RAW_BODY
 from functions.core.recording import Recorder
-from functions.core.settings import BaseFunctionSettings
+from functions.core.settings import EventSettings
 
 
 def recorder(tmp_path: Path) -> Recorder:
-    settings = BaseFunctionSettings(
+    settings = EventSettings(
         k_service="iris", k_sink="http://127.0.0.1:9/", outbox_dir=tmp_path, outbox_sender="process"
     )
     return Recorder(settings, "iris-svc", "1", {"predict"}, ("setosa", "versicolor", "virginica"))

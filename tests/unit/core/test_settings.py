@@ -1,11 +1,25 @@
-"""Settings: a bad value stops the process with a message that names the variable."""
+"""Settings: a bad value stops the process with a message that names the variable; each
+function has the settings of its own concerns, name=value lists read as one type."""
 
 from __future__ import annotations
 
 import pytest
 
-from functions.core.settings import SettingsError, build_settings
+from functions.ab_router.settings import RouterSettings
+from functions.async_worker.settings import WorkerSettings
+from functions.core.settings import (
+    BaseFunctionSettings,
+    EventSettings,
+    JobStoreSettings,
+    ModelSettings,
+    NameValues,
+    SettingsError,
+    build_settings,
+)
+from functions.fanout_proxy.settings import FanoutSettings
 from functions.predict.settings import PredictSettings
+from functions.prediction_log.settings import LogSettings
+from functions.sync_async_proxy.settings import SyncAsyncSettings
 
 
 def test_bad_values_name_their_variables(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -29,3 +43,53 @@ def test_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MODEL_THREADS", "2")
     settings = build_settings(PredictSettings)
     assert (settings.model_name, settings.model_threads) == ("iris-rf", 2)
+
+
+class Pairs(BaseFunctionSettings):
+    pairs: NameValues
+
+
+def test_name_values_keep_their_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PAIRS", " b = http://b/?x=1 , a=2,")
+    assert list(build_settings(Pairs).pairs.items()) == [("b", "http://b/?x=1"), ("a", "2")]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("a", "expected name=value, got 'a'"), ("=1", "name=value"), ("a=1,a=2", "named twice")],
+)
+def test_bad_name_values_name_their_variable(
+    monkeypatch: pytest.MonkeyPatch, value: str, message: str
+) -> None:
+    monkeypatch.setenv("PAIRS", value)
+    with pytest.raises(SettingsError, match=f"PAIRS .*{message}"):
+        build_settings(Pairs)
+
+
+PUBLISHERS = [PredictSettings, FanoutSettings, LogSettings, SyncAsyncSettings, WorkerSettings]
+
+
+@pytest.mark.parametrize("settings", PUBLISHERS, ids=lambda s: s.__name__)
+def test_every_publisher_checks_its_transport(
+    monkeypatch: pytest.MonkeyPatch, settings: type[EventSettings]
+) -> None:
+    monkeypatch.setenv("MODEL_NAME", "iris-svc")
+    monkeypatch.setenv("BACKENDS", "a=http://a")
+    monkeypatch.setenv("EVENT_TRANSPORT", "pubsub")
+    monkeypatch.delenv("PUBSUB_PROJECT", raising=False)
+    with pytest.raises(SettingsError, match="needs PUBSUB_PROJECT and PUBSUB_TOPIC"):
+        build_settings(settings)
+
+
+def test_a_function_has_fields_for_its_own_concerns_only() -> None:
+    def has(settings: type[BaseFunctionSettings], concern: type[BaseFunctionSettings]) -> bool:
+        own = concern.model_fields.keys() - BaseFunctionSettings.model_fields.keys()
+        return own <= settings.model_fields.keys()
+
+    concerns = (ModelSettings, EventSettings, JobStoreSettings)
+    assert [c for c in concerns if has(RouterSettings, c)] == []
+    assert [c for c in concerns if has(FanoutSettings, c)] == [EventSettings]
+    assert [c for c in concerns if has(LogSettings, c)] == [EventSettings]
+    assert [c for c in concerns if has(PredictSettings, c)] == [ModelSettings, EventSettings]
+    assert [c for c in concerns if has(SyncAsyncSettings, c)] == list(concerns)
+    assert [c for c in concerns if has(WorkerSettings, c)] == list(concerns)

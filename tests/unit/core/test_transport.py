@@ -15,7 +15,7 @@ from functions.core import events, transport
 from functions.core.client import Client
 from functions.core.errors import BadRequest, ServiceUnavailable
 from functions.core.outbox import SPOOLED, Sender, Writer
-from functions.core.settings import BaseFunctionSettings
+from functions.core.settings import EventSettings
 from tests.helpers import CountingHandler, free_port, http_server
 
 
@@ -129,7 +129,7 @@ def test_an_http_event_is_read_as_it_came(mode: str) -> None:
 
 def test_the_sink_is_the_one_the_settings_select() -> None:
     with pytest.raises(ValueError, match="K_SINK"):
-        transport.sink_for(BaseFunctionSettings())
-    http = transport.sink_for(BaseFunctionSettings(k_sink="http://x"))
+        transport.sink_for(EventSettings())
+    http = transport.sink_for(EventSettings(k_sink="http://x"))
     assert isinstance(http, transport.HttpSink)
     assert http.url == "http://x"

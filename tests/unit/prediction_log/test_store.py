@@ -1,4 +1,5 @@
-"""The SQLite log store: idempotent on the event id, and every query filter."""
+"""The log stores (SQLite, PostgreSQL), opened from their URL: idempotent on the event id,
+and every query filter."""
 
 from __future__ import annotations
 
@@ -11,7 +12,13 @@ from typing import Any
 import psycopg
 import pytest
 
-from functions.prediction_log.store import LogStore, PostgresLogStore, Query, SqliteLogStore
+from functions.prediction_log.store import (
+    LogStore,
+    PostgresLogStore,
+    Query,
+    SqliteLogStore,
+    open_log_store,
+)
 
 
 def record(
@@ -24,7 +31,7 @@ def record(
 
 
 @pytest.fixture(scope="module")
-def postgres_dsn() -> Iterator[str]:
+def postgres_url() -> Iterator[str]:
     """A database of its own on the machine's PostgreSQL (127.0.0.1:5432, trust auth)."""
     admin = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
     try:
@@ -34,18 +41,20 @@ def postgres_dsn() -> Iterator[str]:
     name = f"mlf_test_{uuid.uuid4().hex[:12]}"
     with conn:
         conn.execute(f"CREATE DATABASE {name}")
-        yield f"host=127.0.0.1 port=5432 user=postgres dbname={name}"
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
         conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LogStore]:
     if request.param == "sqlite":
-        s: LogStore = SqliteLogStore(tmp_path / "log.sqlite3")
+        s = open_log_store(f"sqlite:///{tmp_path / 'log.sqlite3'}")
+        assert isinstance(s, SqliteLogStore)
     else:
-        dsn = request.getfixturevalue("postgres_dsn")
-        s = PostgresLogStore(dsn)
-        with psycopg.connect(dsn, autocommit=True) as conn:
+        url = request.getfixturevalue("postgres_url")
+        s = open_log_store(url)
+        assert isinstance(s, PostgresLogStore)
+        with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("TRUNCATE predictions")
     s.add("e1", "2026-01-01T10:00:00+00:00", record("j1"))
     s.add(
@@ -55,6 +64,18 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LogStore]:
     s.add("e4", "2026-01-01T13:00:00+00:00", record("j1", variant="rf"))
     yield s
     s.close()
+
+
+def test_a_sqlite_url_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "logs" / "log.sqlite3"
+    open_log_store(f"sqlite:///{path}").close()
+    assert path.is_file()
+
+
+def test_another_kind_of_url_is_refused_without_showing_it() -> None:
+    with pytest.raises(ValueError, match="sqlite:///, postgresql://") as refused:
+        open_log_store("mysql://app:s3cret@db/logs")
+    assert "s3cret" not in str(refused.value)
 
 
 def ids(rows: list[dict[str, Any]]) -> list[str]:
