@@ -12,14 +12,13 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-import functions_framework
 from flask import Request, Response
 from werkzeug.routing import BaseConverter
 
 from functions.ab_router.logic import assign
 from functions.ab_router.settings import RouterSettings
 from functions.core.client import Client, forwarded_headers
-from functions.core.entry import lazy_service
+from functions.core.entry import entry_points, lazy_service
 from functions.core.errors import BadRequest, GatewayTimeout, ServiceUnavailable
 from functions.core.http import HttpApp, Route, json_response, read_limited
 from functions.core.openapi import Operation
@@ -108,14 +107,5 @@ class Router:
         return response
 
 
-router = lazy_service(Router, RouterSettings, "ab_router")
-
-
-@functions_framework.http
-def ab_router(request: Request) -> Response:
-    """Every path: ``/health`` and ``/openapi.json`` answered here, the rest forwarded."""
-    return router().app(request)
-
-
-def warm() -> None:
-    router()
+service = lazy_service(Router, RouterSettings, "ab_router")
+ab_router, warm = entry_points("ab_router", service)

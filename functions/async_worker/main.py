@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import time
 
-import functions_framework
 from flask import Request, Response
 
 from functions.async_worker import logic
@@ -21,7 +20,7 @@ from functions.async_worker.settings import WorkerSettings
 from functions.core import events, transport
 from functions.core.cards import load_card
 from functions.core.catalog import InferenceRequestedData
-from functions.core.entry import lazy_service
+from functions.core.entry import entry_points, lazy_service
 from functions.core.errors import ValidationFailed
 from functions.core.http import HttpApp, Route, json_response, read_limited, validate_model
 from functions.core.jobstore import open_store
@@ -89,6 +88,10 @@ class WorkerService:
         self.store.finish(data.job_id, "failed", str(event["id"]), reason=reason)
         return Response(status=202)
 
+    def warm(self) -> None:
+        """Load and warm the slow model before taking traffic."""
+        self.slot.load()
+
     def health(self, request: Request, rid: str) -> Response:
         self.slot.get()  # 503 until the model is loaded: readiness
         return json_response({"health": "ok"}, rid)
@@ -102,14 +105,4 @@ class WorkerService:
 service = lazy_service(
     WorkerService, WorkerSettings, "async_worker", lambda s: {"model": s.model_name}
 )
-
-
-@functions_framework.http
-def async_worker(request: Request) -> Response:
-    """Every path of the async worker; see ``WorkerService``'s routes."""
-    return service().app(request)
-
-
-def warm() -> None:
-    """Load and warm the slow model before taking traffic."""
-    service().slot.load()
+async_worker, warm = entry_points("async_worker", service)

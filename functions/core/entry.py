@@ -1,14 +1,20 @@
 """What every function's ``main.py`` ends with, written once: the process's service built
-from the environment on first use (never at import), and the framework's own errors in the
-one problem shape."""
+from the environment on first use (never at import), the HTTP function functions-framework
+serves and the ``warm`` production workers call, and the framework's own errors in the one
+problem shape.
+
+    service = lazy_service(LogService, LogSettings, "prediction_log")
+    prediction_log, warm = entry_points("prediction_log", service)
+"""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Protocol, TypeVar, cast
 
 import functions_framework
+from flask import Request, Response
 from werkzeug.exceptions import HTTPException
 
 from functions.core.http import framework_error
@@ -36,3 +42,30 @@ def lazy_service(
     # Flask's own errors (e.g. the framework's /robots.txt and /favicon.ico routes) too.
     functions_framework.errorhandler(HTTPException)(framework_error)
     return service
+
+
+class Service(Protocol):
+    @property
+    def app(self) -> Callable[[Request], Response]: ...
+
+
+def entry_points(
+    target: str, service: Callable[[], Service]
+) -> tuple[Callable[[Request], Response], Callable[[], None]]:
+    """The function registered with functions-framework under ``target`` (what
+    ``--target`` names), serving every path of the service, and ``warm``: the service built
+    and, where it has a ``warm()`` (a model to load), warmed before traffic."""
+
+    def function(request: Request) -> Response:
+        return service().app(request)
+
+    function.__name__ = function.__qualname__ = target
+    function.__doc__ = f"Every path of {target}: see its service's routes."
+
+    def warm() -> None:
+        built = service()
+        if (warm_up := getattr(built, "warm", None)) is not None:
+            warm_up()
+
+    registered = cast(Callable[[Request], Response], functions_framework.http(function))
+    return registered, warm

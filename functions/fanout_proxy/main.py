@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-import functions_framework
 from flask import Request, Response
 
 from functions.core.client import Client, trace_context
-from functions.core.entry import lazy_service
+from functions.core.entry import entry_points, lazy_service
 from functions.core.http import HttpApp, Route, json_response, parse_model, read_body
 from functions.core.openapi import Operation
 from functions.core.recording import observer
@@ -98,14 +97,4 @@ def _trace(request: Request) -> dict[str, str]:
 
 
 service = lazy_service(FanoutService, FanoutSettings, "fanout")
-
-
-@functions_framework.http
-def fanout(request: Request) -> Response:
-    """Every path of the proxy; see ``FanoutService``'s routes."""
-    return service().app(request)
-
-
-def warm() -> None:
-    """Build the service (settings checked) before the worker takes traffic."""
-    service()
+fanout, warm = entry_points("fanout", service)

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import functools
 
-import functions_framework
 from flask import Request, Response
 
 from functions.core import metrics
 from functions.core.cards import ModelCard, load_card
-from functions.core.entry import lazy_service
+from functions.core.entry import entry_points, lazy_service
 from functions.core.errors import ModelLoadError
 from functions.core.http import HttpApp, Route, json_response, parse_model, read_body
 from functions.core.loading import ModelSlot
@@ -104,6 +103,10 @@ class PredictService:
         return read_body(request, self.settings.max_body_bytes, untyped_is_json=True)
 
     # -- the seeds' endpoints ------------------------------------------------------------
+
+    def warm(self) -> None:
+        """Load and warm the model now (production workers call this before taking traffic)."""
+        self.slot.load()
 
     def health(self, request: Request, rid: str) -> Response:
         self.slot.get()
@@ -202,14 +205,4 @@ def _labels(card: ModelCard) -> tuple[str, ...]:
 service = lazy_service(
     PredictService, PredictSettings, "predict", lambda s: {"model": s.model_name}
 )
-
-
-@functions_framework.http
-def predict(request: Request) -> Response:
-    """Every path of the predictor; see ``PredictService``'s routes."""
-    return service().app(request)
-
-
-def warm() -> None:
-    """Load and warm the model now (production workers call this before taking traffic)."""
-    service().slot.load()
+predict, warm = entry_points("predict", service)

@@ -10,13 +10,12 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-import functions_framework
 from flask import Request, Response
 from pydantic import ValidationError
 
 from functions.core import events, transport
 from functions.core.catalog import PredictionLogData
-from functions.core.entry import lazy_service
+from functions.core.entry import entry_points, lazy_service
 from functions.core.errors import NotFound, ValidationFailed
 from functions.core.http import (
     HttpApp,
@@ -115,13 +114,4 @@ def _log_fields(record: PredictionLogData) -> dict[str, object]:
 
 
 service = lazy_service(LogService, LogSettings, "prediction_log")
-
-
-@functions_framework.http
-def prediction_log(request: Request) -> Response:
-    """Every path of the prediction-log Service; see ``LogService``'s routes."""
-    return service().app(request)
-
-
-def warm() -> None:
-    service()
+prediction_log, warm = entry_points("prediction_log", service)

@@ -10,13 +10,12 @@ from __future__ import annotations
 import base64
 import time
 
-import functions_framework
 from flask import Request, Response
 
 from functions.core import transport
 from functions.core.cards import load_card
 from functions.core.client import Client
-from functions.core.entry import lazy_service
+from functions.core.entry import entry_points, lazy_service
 from functions.core.errors import BadRequest, FunctionError, NotFound, ServiceUnavailable
 from functions.core.http import HttpApp, Route, json_response, parse_model, read_body
 from functions.core.jobstore import open_store
@@ -126,13 +125,4 @@ class SyncAsyncService:
 
 
 service = lazy_service(SyncAsyncService, SyncAsyncSettings, "sync_async_proxy")
-
-
-@functions_framework.http
-def sync_async(request: Request) -> Response:
-    """Every path of the sync-async proxy; see ``SyncAsyncService``'s routes."""
-    return service().app(request)
-
-
-def warm() -> None:
-    service()
+sync_async, warm = entry_points("sync_async", service)
