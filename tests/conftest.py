@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
 
 from functions.core.runtime import load_predictor
-from tests.helpers import MODEL_DIR, predictor_client
+from tests.helpers import MODEL_DIR, PREDICT_SOURCE, function_client
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -20,7 +21,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(autouse=True)
 def _isolate_environment() -> Iterator[None]:
-    """functions-framework's create_app changes os.environ, sys.path and sys.modules['main']."""
+    """What a test changes of os.environ, sys.path and sys.modules['main'] is undone after it."""
     environ, path, main = dict(os.environ), list(sys.path), sys.modules.get("main")
     yield
     os.environ.clear()
@@ -32,24 +33,20 @@ def _isolate_environment() -> Iterator[None]:
         sys.modules["main"] = main
 
 
-@pytest.fixture(scope="session")
-def iris() -> FlaskClient:
-    return predictor_client("iris-svc", OUTLIER_MODEL="iris-outlier")
+def predictor(model: str, **env: str) -> Any:
+    """A session fixture: a client of the predictor app serving the card ``model``, warm."""
+
+    def client() -> Iterator[FlaskClient]:
+        with function_client("predict", PREDICT_SOURCE, MODEL_NAME=model, **env) as built:
+            yield built
+
+    return pytest.fixture(scope="session")(client)
 
 
-@pytest.fixture(scope="session")
-def imagenet() -> FlaskClient:
-    return predictor_client("efficientnet-lite0", MODEL_THREADS="2")
-
-
-@pytest.fixture(scope="session")
-def imagenet_tflite() -> FlaskClient:
-    return predictor_client("efficientnet-lite0-tflite", MODEL_THREADS="2")
-
-
-@pytest.fixture(scope="session")
-def plant() -> FlaskClient:
-    return predictor_client("plant", MODEL_THREADS="2")
+iris = predictor("iris-svc", OUTLIER_MODEL="iris-outlier")
+imagenet = predictor("efficientnet-lite0", MODEL_THREADS="2")
+imagenet_tflite = predictor("efficientnet-lite0-tflite", MODEL_THREADS="2")
+plant = predictor("plant", MODEL_THREADS="2")
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import ModuleType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -22,6 +23,7 @@ from aiohttp import web
 from flask.testing import FlaskClient
 
 from emulators.processes import free_port, stop_group
+from functions.core import serve
 from functions.core.settings import REPO_ROOT
 
 MODEL_DIR = REPO_ROOT / "build" / "models"
@@ -30,19 +32,50 @@ PREDICT_SOURCE = str(REPO_ROOT / "functions" / "predict" / "main.py")
 T = TypeVar("T")
 
 
-def predictor_client(model: str, **env: str) -> FlaskClient:
-    """A real predictor app built by functions-framework, its model loaded and warm."""
+@contextmanager
+def function_client(
+    target: str, source: str | Path, *, direct: bool = False, **env: str
+) -> Iterator[FlaskClient]:
+    """A test client of the real app functions-framework builds for ``target`` in ``source``
+    (absolute, or relative to the repository), its service built and warm.
+
+    ``env`` is set for the build and the service's first use (``warm()``: settings are read
+    there); the environment, ``sys.path`` and ``sys.modules["main"]``, which create_app
+    changes, are restored right after. Leaving closes what the service opened. ``direct``:
+    requests reach the function as the production server hands them over
+    (``core.serve.direct``), past Flask's routing."""
     import functions_framework
 
-    saved = dict(os.environ)
-    os.environ.update({"MODEL_NAME": model, **env})
+    environ, path, main = dict(os.environ), list(sys.path), sys.modules.get("main")
+    os.environ.update(env)
     try:
-        app = functions_framework.create_app("predict", PREDICT_SOURCE)
-        sys.modules["main"].warm()
+        app = functions_framework.create_app(target, str(REPO_ROOT / source))  # type: ignore[no-untyped-call]
+        module = sys.modules["main"]
+        module.warm()
     finally:
         os.environ.clear()
-        os.environ.update(saved)
-    return app.test_client()
+        os.environ.update(environ)
+        sys.path[:] = path
+        if main is None:
+            sys.modules.pop("main", None)
+        else:
+            sys.modules["main"] = main
+    if direct:
+        app.wsgi_app = serve.direct(app, getattr(module, target))
+    try:
+        yield app.test_client()
+    finally:
+        close_service(module)
+
+
+def close_service(module: ModuleType) -> None:
+    """Close what a function's service opened: its ``close()`` where it has one, else its
+    store."""
+    service = module.service()  # built by warm(): the cached one
+    if hasattr(service, "close"):
+        service.close()
+    elif hasattr(service, "store"):
+        service.store.close()
 
 
 def sample_bytes(name: str) -> bytes:

@@ -3,10 +3,9 @@ on loopback sockets (werkzeug), plus an address where nothing listens."""
 
 from __future__ import annotations
 
-import os
-import sys
 import threading
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, ExitStack
 from typing import Any
 
 import pytest
@@ -16,7 +15,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from functions.core.settings import REPO_ROOT
 from functions.fanout_proxy.schemas import FannedResponse, LabelResponse
 from tests.contract.test_predict_tabular import assert_problem
-from tests.helpers import PREDICT_SOURCE, free_port
+from tests.helpers import PREDICT_SOURCE, free_port, function_client
 
 SOURCE = str(REPO_ROOT / "functions" / "fanout_proxy" / "main.py")
 SETOSA = [5.1, 3.5, 1.4, 0.2]
@@ -25,56 +24,44 @@ SETOSA = [5.1, 3.5, 1.4, 0.2]
 @pytest.fixture(scope="module")
 def backends() -> Iterator[dict[str, str]]:
     """Real predictors (the one-vs-rest cards) on loopback ports, in threads."""
-    import functions_framework
-
     servers: list[BaseWSGIServer] = []
     urls = {}
-    saved, main = dict(os.environ), sys.modules.get("main")
-    try:
+    with ExitStack() as apps:
         for species in ("setosa", "virginica"):
-            os.environ["MODEL_NAME"] = f"iris-{species}"
-            app = functions_framework.create_app("predict", PREDICT_SOURCE)
-            sys.modules["main"].warm()
-            server = make_server("127.0.0.1", 0, app, threaded=True)
+            client = apps.enter_context(
+                function_client("predict", PREDICT_SOURCE, MODEL_NAME=f"iris-{species}")
+            )
+            server = make_server("127.0.0.1", 0, client.application, threaded=True)
             threading.Thread(target=server.serve_forever, daemon=True).start()
             servers.append(server)
             urls[species] = f"http://127.0.0.1:{server.server_port}"
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-        if main is not None:
-            sys.modules["main"] = main
-    yield urls
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+        yield urls
+        for server in servers:
+            server.shutdown()
+            server.server_close()
 
 
-def proxy(backends: dict[str, str], **env: str) -> Iterator[FlaskClient]:
-    import functions_framework
-
+def proxy(backends: dict[str, str]) -> AbstractContextManager[FlaskClient]:
     pairs = ",".join(f"{name}={url}" for name, url in backends.items())
-    os.environ.update({"BACKENDS": pairs, "BACKEND_TIMEOUT": "5", **env})
-    app = functions_framework.create_app("fanout", SOURCE)
-    sys.modules["main"].warm()
-    service = sys.modules["main"].service()
-    yield app.test_client()
-    service.close()
+    return function_client("fanout", SOURCE, BACKENDS=pairs, BACKEND_TIMEOUT="5")
 
 
 @pytest.fixture
 def fanout(backends: dict[str, str]) -> Iterator[FlaskClient]:
-    yield from proxy(backends)
+    with proxy(backends) as client:
+        yield client
 
 
 @pytest.fixture
 def half_down(backends: dict[str, str]) -> Iterator[FlaskClient]:
-    yield from proxy({**backends, "versicolor": f"http://127.0.0.1:{free_port()}"})
+    with proxy({**backends, "versicolor": f"http://127.0.0.1:{free_port()}"}) as client:
+        yield client
 
 
 @pytest.fixture
 def all_down() -> Iterator[FlaskClient]:
-    yield from proxy({n: f"http://127.0.0.1:{free_port()}" for n in ("a", "b")})
+    with proxy({n: f"http://127.0.0.1:{free_port()}" for n in ("a", "b")}) as client:
+        yield client
 
 
 def test_every_backend_answers_in_the_seeds_shape(fanout: FlaskClient) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from tests.helpers import predictor_client
+from tests.helpers import PREDICT_SOURCE, function_client
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]
 VIRGINICA = [6.7, 3.0, 5.2, 2.3]
@@ -169,14 +169,18 @@ def test_bad_input_gets_a_4xx_problem_and_the_service_stays_healthy(
 
 
 def test_body_over_the_limit_is_413() -> None:
-    client = predictor_client("iris-svc", MAX_BODY_BYTES="64")
-    assert_problem(client.post("/predict", json={"data": [SETOSA] * 10}), 413)
-    assert client.post("/predict", json={"data": [SETOSA]}).status_code == 200
+    with function_client(
+        "predict", PREDICT_SOURCE, MODEL_NAME="iris-svc", MAX_BODY_BYTES="64"
+    ) as client:
+        assert_problem(client.post("/predict", json={"data": [SETOSA] * 10}), 413)
+        assert client.post("/predict", json={"data": [SETOSA]}).status_code == 200
 
 
 def test_too_many_rows_is_422() -> None:
-    client = predictor_client("iris-svc", MAX_BATCH_ROWS="2")
-    assert_problem(client.post("/predict", json={"data": [SETOSA] * 3}), 422)
+    with function_client(
+        "predict", PREDICT_SOURCE, MODEL_NAME="iris-svc", MAX_BATCH_ROWS="2"
+    ) as client:
+        assert_problem(client.post("/predict", json={"data": [SETOSA] * 3}), 422)
 
 
 def test_unknown_route_and_wrong_method(iris: FlaskClient) -> None:

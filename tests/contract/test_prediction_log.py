@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,19 +14,16 @@ from functions.core import events
 from functions.core.catalog import PredictionLogData
 from functions.core.settings import REPO_ROOT
 from tests.contract.test_predict_tabular import assert_problem
+from tests.helpers import function_client
 
 SOURCE = str(REPO_ROOT / "functions" / "prediction_log" / "main.py")
 
 
 @pytest.fixture
 def log(tmp_path: Path) -> Iterator[FlaskClient]:
-    import functions_framework
-
-    os.environ["LOG_STORE_URL"] = f"sqlite:///{tmp_path / 'log.sqlite3'}"
-    app = functions_framework.create_app("prediction_log", SOURCE)
-    sys.modules["main"].warm()
-    yield app.test_client()
-    sys.modules["main"].service().store.close()
+    store = f"sqlite:///{tmp_path / 'log.sqlite3'}"
+    with function_client("prediction_log", SOURCE, LOG_STORE_URL=store) as client:
+        yield client
 
 
 def data(job: str = "j1", **changes: Any) -> dict[str, Any]:

@@ -4,8 +4,6 @@ CloudEvents, a real slow model and a real SQLite job store."""
 from __future__ import annotations
 
 import base64
-import os
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,24 +15,9 @@ from flask.testing import FlaskClient
 
 from functions.core import events
 from functions.core.jobstore import Job, JobStore, open_store
-from functions.core.settings import REPO_ROOT
-from tests.helpers import free_port, sample_bytes
+from tests.helpers import free_port, function_client, sample_bytes
 
 CAT = sample_bytes("cat.png")
-
-
-def app(target: str, source: str, **env: str) -> FlaskClient:
-    import functions_framework
-
-    saved = dict(os.environ)
-    os.environ.update(env)
-    try:
-        built = functions_framework.create_app(target, str(REPO_ROOT / source))
-        sys.modules["main"].warm()
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    return built.test_client()
 
 
 @pytest.fixture
@@ -50,8 +33,11 @@ def store(store_url: str) -> Iterator[JobStore]:
 
 
 @pytest.fixture
-def worker(store_url: str) -> FlaskClient:
-    return app("async_worker", "functions/async_worker/main.py", JOB_STORE_URL=store_url)
+def worker(store_url: str) -> Iterator[FlaskClient]:
+    with function_client(
+        "async_worker", "functions/async_worker/main.py", JOB_STORE_URL=store_url
+    ) as client:
+        yield client
 
 
 def new_job(store: JobStore, job_id: str) -> None:
@@ -186,16 +172,17 @@ def test_worker_health_and_metadata(worker: FlaskClient) -> None:
 
 
 @pytest.fixture
-def proxy(store_url: str) -> FlaskClient:
+def proxy(store_url: str) -> Iterator[FlaskClient]:
     nowhere = f"http://127.0.0.1:{free_port()}"
-    return app(
+    with function_client(
         "sync_async",
         "functions/sync_async_proxy/main.py",
         JOB_STORE_URL=store_url,
         FAST_URL=nowhere,
         SLOW_URL=nowhere,
         K_SINK=nowhere,
-    )
+    ) as client:
+        yield client
 
 
 def test_bad_input_is_4xx_and_creates_no_job(proxy: FlaskClient, store: JobStore) -> None:

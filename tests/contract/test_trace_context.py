@@ -7,8 +7,6 @@ The test client hands the headers to the app as werkzeug does in production (nam
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,8 +15,7 @@ import pytest
 from aiohttp import web
 from flask.testing import FlaskClient
 
-from functions.core.settings import REPO_ROOT
-from tests.helpers import AppThread
+from tests.helpers import AppThread, function_client
 
 TRACE = {
     "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
@@ -69,50 +66,39 @@ def recorder(backend: tuple[str, Recorder]) -> Recorder:
     return backend[1]
 
 
-def proxy(target: str, source: str, **env: str) -> FlaskClient:
-    """A real proxy app (the autouse fixture in conftest.py restores the environment)."""
-    import functions_framework
-
-    os.environ.update(env)
-    app = functions_framework.create_app(target, str(REPO_ROOT / source))  # type: ignore[no-untyped-call]
-    sys.modules["main"].warm()
-    client: FlaskClient = app.test_client()
-    return client
-
-
 @pytest.fixture
-def sync_async(backend: tuple[str, Recorder], tmp_path: Path) -> FlaskClient:
+def sync_async(backend: tuple[str, Recorder], tmp_path: Path) -> Iterator[FlaskClient]:
     url = backend[0]
-    return proxy(
+    with function_client(
         "sync_async",
         "functions/sync_async_proxy/main.py",
         JOB_STORE_URL=f"sqlite:///{tmp_path / 'jobs.sqlite3'}",
         FAST_URL=url,
         SLOW_URL=url,
         K_SINK=url + SINK,
-    )
+    ) as client:
+        yield client
 
 
 @pytest.fixture
 def fanout(backend: tuple[str, Recorder]) -> Iterator[FlaskClient]:
     url = backend[0]
-    client = proxy(
+    with function_client(
         "fanout", "functions/fanout_proxy/main.py", BACKENDS=f"a={url},b={url}", BACKEND_TIMEOUT="5"
-    )
-    service = sys.modules["main"].service()
-    yield client
-    service.close()
+    ) as client:
+        yield client
 
 
 @pytest.fixture
-def ab_router(backend: tuple[str, Recorder]) -> FlaskClient:
+def ab_router(backend: tuple[str, Recorder]) -> Iterator[FlaskClient]:
     url = backend[0]
-    return proxy(
+    with function_client(
         "ab_router",
         "functions/ab_router/main.py",
         VARIANTS=f"svc={url},rf={url}",
         WEIGHTS="svc=60,rf=40",
-    )
+    ) as client:
+        yield client
 
 
 def assert_passed_on(recorder: Recorder, expected_calls: int) -> None:

@@ -4,7 +4,6 @@ every 4xx in the one problem shape. Each test builds its app, so collecting load
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
 from functions.core.settings import REPO_ROOT
-from tests.helpers import PREDICT_SOURCE, free_port, server
+from tests.helpers import PREDICT_SOURCE, free_port, function_client, server
 
 PROBLEM_KEYS = {"type", "title", "status", "detail", "instance"}
 EXAMPLES = 15
@@ -34,26 +33,22 @@ def one_problem_shape(ctx: Any, response: Any, case: Any) -> bool | None:
 
 def fuzz(target: str, source: str, env: dict[str, str]) -> int:
     """Build the app as functions-framework does, then fuzz every operation it documents."""
-    import functions_framework
+    with function_client(target, source, **env) as client:
+        schema = schemathesis.openapi.from_wsgi("/openapi.json", client.application)
+        operations = [result.ok() for result in schema.get_all_operations()]
+        for operation in operations:
 
-    os.environ.update(env)
-    app = functions_framework.create_app(target, source)
-    sys.modules["main"].warm()
-    schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
-    operations = [result.ok() for result in schema.get_all_operations()]
-    for operation in operations:
+            @given(case=operation.as_strategy())
+            @settings(
+                max_examples=EXAMPLES,
+                deadline=None,
+                suppress_health_check=list(HealthCheck),
+                database=None,
+            )
+            def run(case: schemathesis.Case) -> None:
+                case.call_and_validate(checks=[not_a_server_error, one_problem_shape])
 
-        @given(case=operation.as_strategy())
-        @settings(
-            max_examples=EXAMPLES,
-            deadline=None,
-            suppress_health_check=list(HealthCheck),
-            database=None,
-        )
-        def run(case: schemathesis.Case) -> None:
-            case.call_and_validate(checks=[not_a_server_error, one_problem_shape])
-
-        run()
+            run()
     return len(operations)
 
 
@@ -72,7 +67,6 @@ def test_prediction_log(tmp_path: Path) -> None:
     source = str(REPO_ROOT / "functions" / "prediction_log" / "main.py")
     env = {"LOG_STORE_URL": f"sqlite:///{tmp_path / 'log.sqlite3'}"}
     assert fuzz("prediction_log", source, env) >= 5
-    sys.modules["main"].service().store.close()
 
 
 def test_ab_router() -> None:

@@ -25,7 +25,7 @@ from emulators.broker import sink_bindings
 from emulators.container import DOCKERFILE, Engine
 from emulators.manifests import REPO_ROOT, ServiceSpec, knative_services, load_kustomization
 from functions.core.events import PREDICTION_LOGGED
-from tests.helpers import free_port, predictor_client, server, wait_for
+from tests.helpers import PREDICT_SOURCE, free_port, function_client, server, wait_for
 from tests.manifests.test_dockerfile import copy_sources, files_under, in_context
 
 RESOURCES = [
@@ -135,8 +135,8 @@ def close_to(ours: Any, theirs: Any, path: str = "") -> list[str]:
 
 def in_process(spec: ServiceSpec, path: str) -> dict[str, Any]:
     """The same request to the same model, served by this process."""
-    env = {k: v for k, v in spec.env.items() if k != "MODEL_NAME"}
-    answer = predictor_client(spec.env["MODEL_NAME"], **env).get(path)
+    with function_client("predict", PREDICT_SOURCE, **spec.env) as client:
+        answer = client.get(path)
     assert answer.status_code == 200, answer.text
     body: dict[str, Any] = answer.get_json()
     return body

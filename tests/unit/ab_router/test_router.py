@@ -4,9 +4,8 @@ to its user's variant, a small aiohttp server on loopback."""
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 
 import orjson
 import pytest
@@ -14,9 +13,8 @@ from aiohttp import web
 from werkzeug.test import Client, TestResponse
 
 from functions.ab_router.logic import assign
-from functions.core.serve import direct
 from functions.core.settings import REPO_ROOT
-from tests.helpers import AppThread, free_port
+from tests.helpers import AppThread, free_port, function_client
 
 SOURCE = str(REPO_ROOT / "functions" / "ab_router" / "main.py")
 
@@ -48,22 +46,21 @@ def variant() -> Iterator[str]:
     thread.stop()
 
 
-def client(variants: str, **env: str) -> Client:
-    """A fresh router app (the autouse fixture in conftest.py restores the environment)."""
-    import functions_framework
-
-    os.environ.update({"VARIANTS": variants, "WEIGHTS": "svc=60,rf=40", **env})
-    app = functions_framework.create_app("ab_router", SOURCE)  # type: ignore[no-untyped-call]
-    return Client(direct(app, sys.modules["main"].ab_router))
+def client(variants: str, **env: str) -> AbstractContextManager[Client]:
+    """A fresh router app, dispatched to as the production server does."""
+    env = {"VARIANTS": variants, "WEIGHTS": "svc=60,rf=40", **env}
+    return function_client("ab_router", SOURCE, direct=True, **env)
 
 
 @pytest.fixture
-def router(variant: str) -> Client:
-    return client(f"svc={variant},rf={variant}")
+def router(variant: str) -> Iterator[Client]:
+    with client(f"svc={variant},rf={variant}") as router:
+        yield router
 
 
 def test_openapi_documents_health_and_the_forwarded_paths(variant: str) -> None:
-    doc = client(f"svc={variant},rf={variant}", USER_HEADER="X-Customer").get("/openapi.json").json
+    with client(f"svc={variant},rf={variant}", USER_HEADER="X-Customer") as router:
+        doc = router.get("/openapi.json").json
     assert doc is not None
     assert set(doc["paths"]) == {"/health", "/{path}"}
     forwarded = doc["paths"]["/{path}"]
@@ -142,14 +139,15 @@ def test_without_a_user_key_is_a_400_problem(router: Client) -> None:
 
 
 def test_a_body_over_the_limit_is_a_413_problem(variant: str) -> None:
-    small = client(f"svc={variant},rf={variant}", MAX_BODY_BYTES="8")
-    response = small.post("/predict", data=b"x" * 9, headers={"X-User-Id": "alice"})
+    with client(f"svc={variant},rf={variant}", MAX_BODY_BYTES="8") as small:
+        response = small.post("/predict", data=b"x" * 9, headers={"X-User-Id": "alice"})
     assert response.status_code == 413
     problem_of(response)
 
 
 def test_an_unreachable_variant_is_a_503_problem() -> None:
     down = f"http://127.0.0.1:{free_port()}"
-    response = client(f"svc={down},rf={down}").get("/x", headers={"X-User-Id": "alice"})
+    with client(f"svc={down},rf={down}") as router:
+        response = router.get("/x", headers={"X-User-Id": "alice"})
     assert response.status_code == 503
     problem_of(response)
