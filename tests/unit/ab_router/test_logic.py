@@ -5,10 +5,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 
-import pytest
-
 from functions.ab_router.logic import assign, bucket
-from functions.ab_router.settings import RouterSettings
 
 WEIGHTS = [("svc", 60), ("rf", 40)]
 
@@ -33,22 +30,3 @@ def test_buckets_are_uniform() -> None:
 
 def test_a_zero_weight_variant_gets_nobody() -> None:
     assert {assign(f"u{i}", [("svc", 100), ("rf", 0)]) for i in range(500)} == {"svc"}
-
-
-@pytest.mark.parametrize(
-    ("variants", "weights", "message"),
-    [
-        ("svc=http://a,rf=http://b", "svc=60,rf=30", "sum to 100"),
-        ("svc=http://a", "svc=60,rf=40", "VARIANTS names"),
-        ("svc", "svc=100", "name=value"),
-        ("svc=http://a,rf=http://b", "svc=60,rf=forty", "'forty' is not a whole percent"),
-        ("svc=http://a,svc=http://b", "svc=100", "'svc' is named twice"),
-    ],
-)
-def test_inconsistent_settings_stop_the_router(
-    monkeypatch: pytest.MonkeyPatch, variants: str, weights: str, message: str
-) -> None:
-    monkeypatch.setenv("VARIANTS", variants)
-    monkeypatch.setenv("WEIGHTS", weights)
-    with pytest.raises(ValueError, match=message):
-        RouterSettings()

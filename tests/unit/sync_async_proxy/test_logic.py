@@ -1,4 +1,4 @@
-"""Pure logic of the sync-async proxy and worker."""
+"""Pure logic of the sync-async proxy."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import base64
 
 import pytest
 
-from functions.async_worker.logic import dead_letter_reason
 from functions.core import events
 from functions.core.errors import NotFound, ServiceUnavailable, ValidationFailed
 from functions.core.jobstore import TIMED_OUT, Job
@@ -67,11 +66,3 @@ def test_job_body_is_the_seed_shape_with_a_status() -> None:
 def test_a_done_job_past_its_deadline_stays_done() -> None:
     job = Job("j", 0.0, 1.0, {}, status="done", result={"prediction": "tiger cat"})
     assert logic.job_body(job, 50.0, "lite2")["j"]["prediction"] == "tiger cat"
-
-
-def test_dead_letter_reason_decodes_the_broker_detail() -> None:
-    data = base64.b64encode(b"upstream\n  said no").decode()
-    reason = dead_letter_reason({"knativeerrorcode": "503", "knativeerrordata": data})
-    assert reason == "the worker failed after every retry (last status 503): upstream said no"
-    assert dead_letter_reason({}).endswith("(last status ?)")
-    assert dead_letter_reason({"knativeerrordata": "%%%"}).endswith("(last status ?)")
