@@ -69,7 +69,7 @@ test-image: models ## the image tier: install podman where no engine answers, ma
 
 bench: models ## benchmark: raw inference floor vs the served function (BENCH_SECONDS=5)
 	@command -v wrk >/dev/null || { echo "installing wrk (Debian package)"; apt-get install -y -qq wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }; }
-	$(PY) bench/run.py
+	$(PY) -m bench.run
 
 clean: ## remove virtual environments and built models
 	rm -rf $(VENV) $(BUILD_VENV) build

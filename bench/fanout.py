@@ -11,7 +11,7 @@ machines, the regime the pattern is for. Everything is measured through the gate
 user calls it (client -> gateway -> proxy -> gateway -> backends), interleaved so machine
 drift shows in every row. Target: three backends within 1.25x of one (c1 p50).
 
-    python bench/fanout.py      # BENCH_SECONDS as bench/run.py
+    python -m bench.fanout      # BENCH_SECONDS as bench.run
 """
 
 from __future__ import annotations
@@ -27,14 +27,12 @@ from typing import Any
 import httpx
 import yaml
 
+from bench.load import Load, wrk
+from bench.procs import dev_platform, memory_mb, running, tree_pids
+from bench.run import IRIS_ROW, SECONDS, Result, floor_ms, table
+from emulators.processes import free_port
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from bench.load import Load, wrk  # noqa: E402
-from bench.procs import dev_platform, memory_mb, running, tree_pids  # noqa: E402
-from bench.run import IRIS_ROW, SECONDS, Result, floor_ms, table  # noqa: E402
-from emulators.processes import free_port  # noqa: E402
-
 SERVICES = REPO / "knative" / "services"
 TARGET = 1.25
 DELAY = "10ms"
@@ -99,7 +97,7 @@ def _manifests(folder: Path) -> dict[str, str]:
 
 
 def fanout_rows(body_file: Path) -> list[Result]:
-    """Rows for bench/run.py's table: each backend alone, then each proxy variant."""
+    """Rows for bench.run's table: each backend alone, then each proxy variant."""
     folder = Path(tempfile.mkdtemp(prefix="bench-fanout-"))
     services = _manifests(folder)
     body_file.write_text(json.dumps({"data": IRIS_ROW}))

@@ -8,6 +8,8 @@ loads. Environment: BENCH_SECONDS (per load run, default 5), BENCH_WORKERS (serv
 for iris, default 2), BENCH_ROUNDS (interleaved rounds against the peer, default 5),
 BENCH_PEER (0: leave the peer out), BENCH_SMOKE (1: iris only, one round, no peer: what CI
 runs), BENCH_JSON (output, default build/bench/latest.json).
+
+    python -m bench.run                   # what `make bench` runs, from the repository root
 """
 
 from __future__ import annotations
@@ -24,17 +26,15 @@ from typing import Any
 
 import numpy as np
 
+from bench import peer
+from bench.load import Load, wrk
+from bench.procs import dev_platform, measured_cpu, running
+from emulators.processes import free_port
+from functions.core.cards import load_card
+from functions.core.preprocessing import decode_image, to_tensor
+from functions.core.runtime import load_predictor
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from bench import peer  # noqa: E402
-from bench.load import Load, wrk  # noqa: E402
-from bench.procs import dev_platform, measured_cpu, running  # noqa: E402
-from emulators.processes import free_port  # noqa: E402
-from functions.core.cards import load_card  # noqa: E402
-from functions.core.preprocessing import decode_image, to_tensor  # noqa: E402
-from functions.core.runtime import load_predictor  # noqa: E402
-
 MODELS = REPO / "build" / "models"
 SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
 WORKERS = os.environ.get("BENCH_WORKERS", "2")

@@ -31,7 +31,7 @@ def test_bench_smoke_prints_the_table_and_writes_the_json(tmp_path: Path) -> Non
         "BENCH_JSON": str(out),
     }
     done = subprocess.run(
-        [sys.executable, "bench/run.py"],
+        [sys.executable, "-m", "bench.run"],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
