@@ -75,16 +75,24 @@ def memory_mb(root: int) -> tuple[float, float]:
     return rss / 1024, pss / 1024
 
 
-@contextmanager
-def running(command: list[str], env: Mapping[str, str], ready_url: str, cwd: Path) -> Iterator[int]:
-    process = subprocess.Popen(
+def spawn(
+    command: list[str], env: Mapping[str, str], cwd: Path, stderr: int = subprocess.DEVNULL
+) -> subprocess.Popen[bytes]:
+    """``command`` in a session of its own (``stop_group`` stops its whole tree), with ``env``
+    over this process's environment, its output discarded (``stderr`` may be a pipe)."""
+    return subprocess.Popen(
         command,
         env={**os.environ, **env},
         cwd=cwd,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=stderr,
         start_new_session=True,
     )
+
+
+@contextmanager
+def running(command: list[str], env: Mapping[str, str], ready_url: str, cwd: Path) -> Iterator[int]:
+    process = spawn(command, env, cwd)
     try:
         deadline = time.monotonic() + 120
         while True:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,7 +9,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from functions.core.runtime import load_predictor
-from tests.helpers import MODEL_DIR, PREDICT_SOURCE, function_client
+from tests.helpers import MODEL_DIR, PREDICT_SOURCE, function_client, restoring_environment
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -22,15 +20,8 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(autouse=True)
 def _isolate_environment() -> Iterator[None]:
     """What a test changes of os.environ, sys.path and sys.modules['main'] is undone after it."""
-    environ, path, main = dict(os.environ), list(sys.path), sys.modules.get("main")
-    yield
-    os.environ.clear()
-    os.environ.update(environ)
-    sys.path[:] = path
-    if main is None:
-        sys.modules.pop("main", None)
-    else:
-        sys.modules["main"] = main
+    with restoring_environment():
+        yield
 
 
 def predictor(model: str, **env: str) -> Any:

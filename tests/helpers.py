@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -22,6 +22,7 @@ import httpx
 from aiohttp import web
 from flask.testing import FlaskClient
 
+from bench.procs import spawn
 from emulators.processes import free_port, stop_group
 from functions.core import serve
 from functions.core.settings import REPO_ROOT
@@ -30,6 +31,7 @@ MODEL_DIR = REPO_ROOT / "build" / "models"
 SAMPLES = MODEL_DIR / "samples"
 PREDICT_SOURCE = str(REPO_ROOT / "functions" / "predict" / "main.py")
 T = TypeVar("T")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @contextmanager
@@ -46,12 +48,26 @@ def function_client(
     (``core.serve.direct``), past Flask's routing."""
     import functions_framework
 
-    environ, path, main = dict(os.environ), list(sys.path), sys.modules.get("main")
-    os.environ.update(env)
-    try:
+    with restoring_environment():
+        os.environ.update(env)
         app = functions_framework.create_app(target, str(REPO_ROOT / source))  # type: ignore[no-untyped-call]
         module = sys.modules["main"]
         module.warm()
+    if direct:
+        app.wsgi_app = serve.direct(app, getattr(module, target))
+    try:
+        yield app.test_client()
+    finally:
+        close_service(module)
+
+
+@contextmanager
+def restoring_environment() -> Iterator[None]:
+    """Undo on leaving what was changed of ``os.environ``, ``sys.path`` and
+    ``sys.modules["main"]`` (functions-framework's create_app changes all three)."""
+    environ, path, main = dict(os.environ), list(sys.path), sys.modules.get("main")
+    try:
+        yield
     finally:
         os.environ.clear()
         os.environ.update(environ)
@@ -60,12 +76,6 @@ def function_client(
             sys.modules.pop("main", None)
         else:
             sys.modules["main"] = main
-    if direct:
-        app.wsgi_app = serve.direct(app, getattr(module, target))
-    try:
-        yield app.test_client()
-    finally:
-        close_service(module)
 
 
 def close_service(module: ModuleType) -> None:
@@ -83,15 +93,24 @@ def sample_bytes(name: str) -> bytes:
     return (SAMPLES / name).read_bytes()
 
 
-def wait_for(check: Callable[[], T | None], timeout: float, what: str) -> T:
+def wait_for(check: Callable[[], T | None], timeout: float, what: str, every: float = 0.05) -> T:
     """Poll ``check`` until it returns a value, or fail naming ``what`` (no bare sleeps)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = check()
         if result is not None:
             return result
-        time.sleep(0.05)
+        time.sleep(every)
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+def poll_until(check: Callable[[], bool], seconds: float, what: str, every: float = 0.05) -> None:
+    """``wait_for`` a condition; one that still fails after ``seconds`` is a failed assertion
+    whose message is ``what``."""
+    try:
+        wait_for(lambda: True if check() else None, seconds, what, every)
+    except TimeoutError:
+        raise AssertionError(what) from None
 
 
 def ready(url: str) -> Callable[[], bool | None]:
@@ -109,14 +128,7 @@ def server(
     command: list[str], env: Mapping[str, str], ready_url: str
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``command`` until ``ready_url`` answers 200; stop it by its pid afterwards."""
-    process = subprocess.Popen(
-        command,
-        env={**os.environ, **env},
-        cwd=REPO_ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
+    process = spawn(command, env, REPO_ROOT, stderr=subprocess.PIPE)
     try:
         try:
             wait_for(ready(ready_url), 60, f"{ready_url} ({' '.join(command)})")
@@ -128,6 +140,43 @@ def server(
         stop_group(process, 15)
         if process.stderr:
             process.stderr.close()
+
+
+@contextmanager
+def script_server(script: str) -> Iterator[str]:
+    """One of the tests' own small servers (``tests/<script>``: it takes its port and answers
+    ``/ready``) on a free loopback port; yields its URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with server([sys.executable, str(REPO_ROOT / "tests" / script), str(port)], {}, f"{url}/ready"):
+        yield url
+
+
+def run_module(
+    module: str,
+    *args: str,
+    cwd: Path = REPO_ROOT,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """``python -m module args`` run to its end, its output captured as text; its exit status
+    is the caller's to check. ``env`` replaces this process's environment when given."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def catch_all(handler: Handler) -> web.Application:
+    """An aiohttp application that answers every method and path with ``handler``."""
+    app = web.Application()
+    app.router.add_route("*", r"/{tail:[\s\S]*}", handler)
+    return app
 
 
 class AppThread:

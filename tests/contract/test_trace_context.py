@@ -7,7 +7,8 @@ The test client hands the headers to the app as werkzeug does in production (nam
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 from aiohttp import web
 from flask.testing import FlaskClient
 
-from tests.helpers import AppThread, function_client
+from tests.helpers import AppThread, catch_all, function_client
 
 TRACE = {
     "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
@@ -23,6 +24,8 @@ TRACE = {
 }
 SINK = "/sink"  # where the sync-async proxy's events go (a CloudEvent, not a proxied call)
 SETOSA = [5.1, 3.5, 1.4, 0.2]
+# Each proxy target and its folder in functions/
+FOLDER = {"sync_async": "sync_async_proxy", "fanout": "fanout_proxy", "ab_router": "ab_router"}
 
 
 class Recorder:
@@ -53,9 +56,7 @@ class Recorder:
 @pytest.fixture(scope="module")
 def backend() -> Iterator[tuple[str, Recorder]]:
     recorder = Recorder()
-    app = web.Application()
-    app.router.add_route("*", r"/{tail:[\s\S]*}", recorder.answer)
-    thread = AppThread(app)
+    thread = AppThread(catch_all(recorder.answer))
     yield thread.url, recorder
     thread.stop()
 
@@ -67,38 +68,26 @@ def recorder(backend: tuple[str, Recorder]) -> Recorder:
 
 
 @pytest.fixture
-def sync_async(backend: tuple[str, Recorder], tmp_path: Path) -> Iterator[FlaskClient]:
+def proxy(backend: tuple[str, Recorder], tmp_path: Path) -> Iterator[Callable[[str], FlaskClient]]:
+    """Builds the real proxy app for a target, every backend of it the recorder."""
     url = backend[0]
-    with function_client(
-        "sync_async",
-        "functions/sync_async_proxy/main.py",
-        JOB_STORE_URL=f"sqlite:///{tmp_path / 'jobs.sqlite3'}",
-        FAST_URL=url,
-        SLOW_URL=url,
-        K_SINK=url + SINK,
-    ) as client:
-        yield client
+    settings = {
+        "sync_async": {
+            "JOB_STORE_URL": f"sqlite:///{tmp_path / 'jobs.sqlite3'}",
+            "FAST_URL": url,
+            "SLOW_URL": url,
+            "K_SINK": url + SINK,
+        },
+        "fanout": {"BACKENDS": f"a={url},b={url}", "BACKEND_TIMEOUT": "5"},
+        "ab_router": {"VARIANTS": f"svc={url},rf={url}", "WEIGHTS": "svc=60,rf=40"},
+    }
+    with ExitStack() as built:
 
+        def build(target: str) -> FlaskClient:
+            source = f"functions/{FOLDER[target]}/main.py"
+            return built.enter_context(function_client(target, source, **settings[target]))
 
-@pytest.fixture
-def fanout(backend: tuple[str, Recorder]) -> Iterator[FlaskClient]:
-    url = backend[0]
-    with function_client(
-        "fanout", "functions/fanout_proxy/main.py", BACKENDS=f"a={url},b={url}", BACKEND_TIMEOUT="5"
-    ) as client:
-        yield client
-
-
-@pytest.fixture
-def ab_router(backend: tuple[str, Recorder]) -> Iterator[FlaskClient]:
-    url = backend[0]
-    with function_client(
-        "ab_router",
-        "functions/ab_router/main.py",
-        VARIANTS=f"svc={url},rf={url}",
-        WEIGHTS="svc=60,rf=40",
-    ) as client:
-        yield client
+        yield build
 
 
 def assert_passed_on(recorder: Recorder, expected_calls: int) -> None:
@@ -109,42 +98,37 @@ def assert_passed_on(recorder: Recorder, expected_calls: int) -> None:
 
 
 @pytest.mark.parametrize(
-    ("method", "path", "body", "calls"),
+    ("target", "method", "path", "body", "calls"),
     [
-        ("POST", "/predict", {"image_data": "aGk="}, 1),
-        ("GET", "/predict/test", None, 1),
-        ("GET", "/metadata", None, 2),
-        ("GET", "/health/all", None, 2),
+        ("sync_async", "POST", "/predict", {"image_data": "aGk="}, 1),
+        ("sync_async", "GET", "/predict/test", None, 1),
+        ("sync_async", "GET", "/metadata", None, 2),
+        ("sync_async", "GET", "/health/all", None, 2),
+        ("fanout", "POST", "/predict", {"data": [SETOSA]}, 2),
+        ("fanout", "POST", "/predict/label", {"data": [SETOSA]}, 2),
+        ("fanout", "GET", "/predict/get/test", None, 2),
+        ("fanout", "GET", "/predict/post/test", None, 4),  # each backend's /metadata, then /predict
+        ("fanout", "GET", "/metadata", None, 2),
+        ("fanout", "GET", "/health/all", None, 2),
     ],
 )
-def test_the_sync_async_proxy_passes_it_on(
-    sync_async: FlaskClient, recorder: Recorder, method: str, path: str, body: Any, calls: int
+def test_the_sync_async_and_fanout_proxies_pass_it_on(
+    proxy: Callable[[str], FlaskClient],
+    recorder: Recorder,
+    target: str,
+    method: str,
+    path: str,
+    body: Any,
+    calls: int,
 ) -> None:
-    response = sync_async.open(path, method=method, json=body, headers=TRACE)
+    response = proxy(target).open(path, method=method, json=body, headers=TRACE)
     assert response.status_code == 200, response.get_data(as_text=True)
     assert_passed_on(recorder, calls)
 
 
-@pytest.mark.parametrize(
-    ("method", "path", "body", "calls"),
-    [
-        ("POST", "/predict", {"data": [SETOSA]}, 2),
-        ("POST", "/predict/label", {"data": [SETOSA]}, 2),
-        ("GET", "/predict/get/test", None, 2),
-        ("GET", "/predict/post/test", None, 4),  # each backend's /metadata, then /predict
-        ("GET", "/metadata", None, 2),
-        ("GET", "/health/all", None, 2),
-    ],
-)
-def test_the_fanout_proxy_passes_it_on(
-    fanout: FlaskClient, recorder: Recorder, method: str, path: str, body: Any, calls: int
+def test_the_ab_router_passes_it_on(
+    proxy: Callable[[str], FlaskClient], recorder: Recorder
 ) -> None:
-    response = fanout.open(path, method=method, json=body, headers=TRACE)
-    assert response.status_code == 200, response.get_data(as_text=True)
-    assert_passed_on(recorder, calls)
-
-
-def test_the_ab_router_passes_it_on(ab_router: FlaskClient, recorder: Recorder) -> None:
-    response = ab_router.get("/predict/test", headers={"X-User-Id": "alice", **TRACE})
+    response = proxy("ab_router").get("/predict/test", headers={"X-User-Id": "alice", **TRACE})
     assert response.status_code == 200, response.get_data(as_text=True)
     assert_passed_on(recorder, 1)

@@ -9,10 +9,18 @@ import httpx
 import pytest
 
 from emulators.manifests import REPO_ROOT, knative_services, load_kustomization
-from tests.helpers import free_port, server, wait_for
+from tests.helpers import free_port, script_server, server, wait_for
 
 # Every Knative Service the platform runs, read from the manifests: each answers /health.
 SERVICES = [s.name for s in knative_services(load_kustomization(REPO_ROOT / "knative"))]
+
+
+@pytest.fixture(scope="module")
+def sink() -> Iterator[str]:
+    """A CloudEvents sink of the module's own (tests/event_sink.py): it records every attempt
+    to deliver to it, ``GET /_events`` lists them."""
+    with script_server("event_sink.py") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

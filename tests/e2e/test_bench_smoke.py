@@ -6,13 +6,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from functions.core.settings import REPO_ROOT
+from tests.helpers import run_module
 
 pytestmark = pytest.mark.e2e
 
@@ -30,15 +28,7 @@ def test_bench_smoke_prints_the_table_and_writes_the_json(tmp_path: Path) -> Non
         "BENCH_SMOKE": "1",
         "BENCH_JSON": str(out),
     }
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.run"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=100,
-        check=False,
-    )
+    done = run_module("bench.run", env=env, timeout=100)
     assert done.returncode == 0, done.stdout + done.stderr
     header = next(line for line in done.stdout.splitlines() if line.startswith("case"))
     for column in ("floor p50", "c1 p50", "c1 p99", "c16 rps", "c16 p99", "RSS MB", "PSS MB"):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,25 +11,21 @@ import pytest
 import yaml
 
 from emulators.broker import Broker, Topology
-from emulators.manifests import REPO_ROOT, load_kustomization
+from emulators.manifests import load_kustomization
 from functions.core import events
-from tests.helpers import AppThread, free_port, server
+from tests.helpers import AppThread, poll_until
 
 pytestmark = pytest.mark.e2e
 TYPE = "dev.mlserving.test.sent.v1"
 
 
-@pytest.fixture(scope="module")
-def sink() -> Iterator[str]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, str(REPO_ROOT / "tests" / "event_sink.py"), str(port)]
-    with server(command, {}, f"{url}/ready"):
-        yield url
-
-
 def attempts(sink: str, path: str) -> list[dict[str, Any]]:
     return [a for a in httpx.get(f"{sink}/_events").json() if a["path"] == path]
+
+
+def deliveries(sink: str, path: str, event_id: str) -> list[dict[str, Any]]:
+    """The attempts to deliver the event ``event_id`` that reached ``path`` on the sink."""
+    return [a for a in attempts(sink, path) if a["headers"]["ce-id"] == event_id]
 
 
 def trigger(name: str, subscriber: str, type_: str = TYPE, **delivery: Any) -> dict[str, Any]:
@@ -89,10 +83,24 @@ class RunningBroker(AppThread):
 
 
 def settle(check: Callable[[], bool], seconds: float = 20) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, "the broker did not settle"
-        time.sleep(0.05)
+    poll_until(check, seconds, "the broker did not settle")
+
+
+def send_until_dead_lettered(broker: RunningBroker) -> str:
+    """Send an event; its id once the broker has dead-lettered it."""
+    event_id = broker.send()
+    settle(lambda: broker.stats().get("dead_lettered") == 1)
+    return event_id
+
+
+def retried_once_then_dead_lettered(
+    broker_for: Callable[..., RunningBroker], sink: str, name: str, query: str, dls: str
+) -> tuple[RunningBroker, str]:
+    """An event through a Trigger to the sink's ``/<name>?<query>``, retried once, then sent
+    to the sink's ``dls`` path: the broker, and the event's id once it is dead-lettered."""
+    delivery = {"deadLetterSink": {"uri": f"{sink}{dls}"}, "retry": 1, "backoffDelay": "PT0.1S"}
+    broker = broker_for([trigger(name, f"{sink}/{name}?{query}", **delivery)])
+    return broker, send_until_dead_lettered(broker)
 
 
 @pytest.fixture
@@ -114,7 +122,7 @@ def test_a_subscriber_failing_twice_then_succeeding_gets_the_event_once(
     broker = broker_for([trigger("flaky", f"{sink}/flaky?fail=2")])
     event_id = broker.send(jobid="job-1")
     settle(lambda: broker.stats().get("delivered") == 1)
-    seen = [a for a in attempts(sink, "/flaky") if a["headers"]["ce-id"] == event_id]
+    seen = deliveries(sink, "/flaky", event_id)
     assert [a["failed"] for a in seen] == [True, True, False]
     assert seen[-1]["headers"]["ce-jobid"] == "job-1"
     assert seen[-1]["headers"]["x-request-id"] == "job-1"
@@ -124,12 +132,9 @@ def test_a_subscriber_failing_twice_then_succeeding_gets_the_event_once(
 def test_after_the_last_retry_the_event_goes_to_the_dead_letter_sink(
     broker_for: Callable[..., RunningBroker], sink: str
 ) -> None:
-    dls = {"deadLetterSink": {"uri": f"{sink}/dls"}, "retry": 1, "backoffDelay": "PT0.1S"}
-    broker = broker_for([trigger("broken", f"{sink}/broken?fail=99", **dls)])
-    event_id = broker.send()
-    settle(lambda: broker.stats().get("dead_lettered") == 1)
-    assert len([a for a in attempts(sink, "/broken") if a["headers"]["ce-id"] == event_id]) == 2
-    (dead,) = [a for a in attempts(sink, "/dls") if a["headers"]["ce-id"] == event_id]
+    _, event_id = retried_once_then_dead_lettered(broker_for, sink, "broken", "fail=99", "/dls")
+    assert len(deliveries(sink, "/broken", event_id)) == 2
+    (dead,) = deliveries(sink, "/dls", event_id)
     assert dead["headers"]["ce-knativeerrorcode"] == "503"
     assert dead["headers"]["ce-knativeerrordest"] == f"{sink}/broken?fail=99"
 
@@ -137,11 +142,10 @@ def test_after_the_last_retry_the_event_goes_to_the_dead_letter_sink(
 def test_a_plain_ok_body_counts_as_a_failed_delivery(
     broker_for: Callable[..., RunningBroker], sink: str
 ) -> None:
-    dls = {"deadLetterSink": {"uri": f"{sink}/dls-ok"}, "retry": 1, "backoffDelay": "PT0.1S"}
-    broker = broker_for([trigger("ok-body", f"{sink}/ok-body?ok=1", **dls)])
-    event_id = broker.send()
-    settle(lambda: broker.stats().get("dead_lettered") == 1)
-    assert len([a for a in attempts(sink, "/ok-body") if a["headers"]["ce-id"] == event_id]) == 2
+    broker, event_id = retried_once_then_dead_lettered(
+        broker_for, sink, "ok-body", "ok=1", "/dls-ok"
+    )
+    assert len(deliveries(sink, "/ok-body", event_id)) == 2
     assert broker.stats().get("delivered", 0) == 0
 
 
@@ -150,9 +154,8 @@ def test_a_permanent_failure_is_not_retried(
 ) -> None:
     dls = {"deadLetterSink": {"uri": f"{sink}/dls-400"}, "retry": 3}
     broker = broker_for([trigger("rejecting", f"{sink}/rejecting?fail=99&status=400", **dls)])
-    event_id = broker.send()
-    settle(lambda: broker.stats().get("dead_lettered") == 1)
-    assert len([a for a in attempts(sink, "/rejecting") if a["headers"]["ce-id"] == event_id]) == 1
+    event_id = send_until_dead_lettered(broker)
+    assert len(deliveries(sink, "/rejecting", event_id)) == 1
 
 
 def test_replies_re_enter_the_broker(broker_for: Callable[..., RunningBroker], sink: str) -> None:

@@ -4,13 +4,11 @@ the port and the way out, at once, before any Service is started (no traceback).
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 import time
 
 import pytest
 
-from functions.core.settings import REPO_ROOT
+from tests.helpers import run_module
 
 pytestmark = pytest.mark.e2e
 
@@ -21,14 +19,7 @@ def test_a_port_in_use_is_one_line_naming_it_and_the_way_out() -> None:
         holder.listen()
         port = holder.getsockname()[1]
         started = time.monotonic()
-        result = subprocess.run(
-            [sys.executable, "-m", "emulators.dev", "--port", str(port)],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = run_module("emulators.dev", "--port", str(port), timeout=60)
     assert result.returncode == 2
     assert time.monotonic() - started < 10  # nothing was started: no wait on any Service
     assert result.stdout == ""

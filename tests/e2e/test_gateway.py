@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import random
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from emulators.gateway import Gateway
 from emulators.launcher import Launcher
 from emulators.manifests import REPO_ROOT, load_kustomization, watch
 from emulators.routing import RouteTable
-from tests.helpers import AppThread, free_port, server
+from tests.helpers import AppThread, script_server
 from tests.unit.emulators.test_routing import within_bounds
 
 pytestmark = pytest.mark.e2e
@@ -88,10 +87,7 @@ def to(service: str, weight: int) -> dict[str, object]:
 
 @pytest.fixture(scope="module")
 def echo() -> Iterator[str]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, str(REPO_ROOT / "tests" / "echo_server.py"), str(port)]
-    with server(command, {}, f"{url}/ready"):
+    with script_server("echo_server.py") as url:
         yield url
 
 

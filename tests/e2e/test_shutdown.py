@@ -52,16 +52,6 @@ SOURCES = {
 }
 
 
-@pytest.fixture(scope="module")
-def sink() -> Iterator[str]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with server(
-        [sys.executable, str(REPO_ROOT / "tests" / "event_sink.py"), str(port)], {}, f"{url}/ready"
-    ):
-        yield url
-
-
 def predictor(model: str) -> Iterator[str]:
     """A real predictor, as a backend of the proxies (no K_SINK: only the proxy logs)."""
     port = free_port()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,6 @@ import yaml
 
 from functions.core import events
 from functions.core.catalog import PredictionLogData
-from functions.core.settings import REPO_ROOT
 from functions.prediction_log.store import Query, SqliteLogStore
 from tests.helpers import HeldRequest, free_port, ready, refusing, server, wait_for
 
@@ -78,15 +76,6 @@ def trigger(name: str, type_: str, subscriber: dict[str, Any], **delivery: Any) 
         "metadata": {"name": name},
         "spec": spec | ({"delivery": delivery} if delivery else {}),
     }
-
-
-@pytest.fixture(scope="module")
-def sink() -> Iterator[str]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, str(REPO_ROOT / "tests" / "event_sink.py"), str(port)]
-    with server(command, {}, f"{url}/ready"):
-        yield url
 
 
 def dev_command(knative: Path, eventing: Path) -> tuple[list[str], str]:

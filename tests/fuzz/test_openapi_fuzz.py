@@ -4,7 +4,6 @@ every 4xx in the one problem shape. Each test builds its app, so collecting load
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
 from functions.core.settings import REPO_ROOT
-from tests.helpers import PREDICT_SOURCE, free_port, function_client, server
+from tests.helpers import PREDICT_SOURCE, function_client, script_server
 
 PROBLEM_KEYS = {"type", "title", "status", "detail", "instance"}
 EXAMPLES = 15
@@ -72,10 +71,7 @@ def test_prediction_log(tmp_path: Path) -> None:
 def test_ab_router() -> None:
     """Its variants are echo servers: what is fuzzed is the router's own handling of every
     path, header and body it forwards."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    echo = [sys.executable, str(REPO_ROOT / "tests" / "echo_server.py"), str(port)]
-    with server(echo, {}, f"{url}/ready"):
+    with script_server("echo_server.py") as url:
         source = str(REPO_ROOT / "functions" / "ab_router" / "main.py")
         env = {"VARIANTS": f"svc={url},rf={url}", "WEIGHTS": "svc=60,rf=40"}
         assert fuzz("ab_router", source, env) == 3

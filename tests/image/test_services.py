@@ -13,7 +13,6 @@ cluster's broker address and that check is left to the cluster tier)."""
 from __future__ import annotations
 
 import json
-import sys
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -25,7 +24,7 @@ from emulators.broker import sink_bindings
 from emulators.container import DOCKERFILE, Engine
 from emulators.manifests import REPO_ROOT, ServiceSpec, knative_services, load_kustomization
 from functions.core.events import PREDICTION_LOGGED
-from tests.helpers import PREDICT_SOURCE, free_port, function_client, server, wait_for
+from tests.helpers import PREDICT_SOURCE, free_port, function_client, script_server, wait_for
 from tests.manifests.test_dockerfile import copy_sources, files_under, in_context
 
 RESOURCES = [
@@ -87,9 +86,7 @@ class Running:
 @pytest.fixture(scope="session")
 def sink() -> Iterator[str]:
     """A real CloudEvents sink on loopback (tests/event_sink.py), standing in for the broker."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with server([sys.executable, "tests/event_sink.py", str(port)], {}, url + "/ready"):
+    with script_server("event_sink.py") as url:
         yield url + "/broker"
 
 

@@ -125,13 +125,14 @@ def test_kinds_without_schema_get_the_generic_checks() -> None:
     assert_found(found, "metadata.namespace", "Namespace is not namespaced")
 
 
+def manifest(api_version: str, kind: str, spec: Any, **metadata: Any) -> dict[str, Any]:
+    """A resource in the project's namespace, written in a test."""
+    metadata = {"namespace": "ml-serving", **metadata}
+    return {"apiVersion": api_version, "kind": kind, "metadata": metadata, "spec": spec}
+
+
 def test_deployment_without_name() -> None:
-    deployment = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"namespace": "ml-serving", "labels": {"app": "redis"}},
-        "spec": {"replicas": 1},
-    }
+    deployment = manifest("apps/v1", "Deployment", {"replicas": 1}, labels={"app": "redis"})
     assert findings(deployment) == [("metadata.name", "required")]
     assert without_schema([Resource(deployment, Path("redis.yaml"))]) == [("apps/v1", "Deployment")]
 
@@ -140,12 +141,8 @@ def test_one_namespace_no_duplicates_no_clash() -> None:
     services = [copy.deepcopy(r.doc) for r in RESOURCES if r.key == KNATIVE_SERVICE][:2]
     services[1]["metadata"]["namespace"] = "elsewhere"
     twin = copy.deepcopy(services[0])
-    kubernetes = {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": services[0]["metadata"]["name"], "namespace": "ml-serving"},
-        "spec": {"ports": [{"port": 80}]},
-    }
+    name = services[0]["metadata"]["name"]
+    kubernetes = manifest("v1", "Service", {"ports": [{"port": 80}]}, name=name)
     found = [
         (p.kind, p.path, p.message)
         for p in validate(Resource(doc, Path("x.yaml")) for doc in [*services, twin, kubernetes])
@@ -318,25 +315,25 @@ def test_service_name_is_a_dns_1035_label(iris: dict[str, Any]) -> None:
     assert_found(findings(iris), "metadata.name", "is not a DNS-1035 label")
 
 
+def first_or(key: tuple[str, str], typical: dict[str, Any]) -> dict[str, Any]:
+    """A copy of the project's first resource of kind ``key``, or ``typical`` while it has
+    none; valid either way."""
+    doc = copy.deepcopy(next((r.doc for r in RESOURCES if r.key == key), None) or typical)
+    assert findings(doc) == []
+    return doc
+
+
 @pytest.fixture
 def trigger() -> dict[str, Any]:
     """The project's first Trigger once eventing/ has one; until then a typical one."""
-    doc = next((r.doc for r in RESOURCES if r.key == TRIGGER), None) or {
-        "apiVersion": "eventing.knative.dev/v1",
-        "kind": "Trigger",
-        "metadata": {"name": "prediction-log", "namespace": "ml-serving"},
-        "spec": {
-            "broker": "default",
-            "filters": [{"exact": {"type": "dev.mlserving.prediction.logged.v1"}}],
-            "subscriber": {
-                "ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "log"}
-            },
-            "delivery": {"retry": 3, "backoffPolicy": "exponential", "backoffDelay": "PT0.2S"},
-        },
+    subscriber = {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "log"}
+    spec = {
+        "broker": "default",
+        "filters": [{"exact": {"type": "dev.mlserving.prediction.logged.v1"}}],
+        "subscriber": {"ref": subscriber},
+        "delivery": {"retry": 3, "backoffPolicy": "exponential", "backoffDelay": "PT0.2S"},
     }
-    doc = copy.deepcopy(doc)
-    assert findings(doc) == []
-    return doc
+    return first_or(TRIGGER, manifest(*TRIGGER, spec, name="prediction-log"))
 
 
 def test_trigger_filter_with_two_dialects(trigger: dict[str, Any]) -> None:
@@ -374,49 +371,32 @@ def test_trigger_backoff_delay(trigger: dict[str, Any]) -> None:
 
 
 def test_broker_delivery() -> None:
-    broker = {
-        "apiVersion": "eventing.knative.dev/v1",
-        "kind": "Broker",
-        "metadata": {"name": "default", "namespace": "ml-serving"},
-        "spec": {"delivery": {"retry": -1, "deadLetterSink": {"uri": "/dead-letter"}}},
-    }
+    delivery = {"retry": -1, "deadLetterSink": {"uri": "/dead-letter"}}
+    broker = manifest("eventing.knative.dev/v1", "Broker", {"delivery": delivery}, name="default")
     found = findings(broker)
     assert_found(found, "spec.delivery.retry", "not an integer >= 0")
     assert_found(found, "spec.delivery.deadLetterSink.uri", "not an absolute URL")
 
 
 def test_sink_binding_needs_subject_and_sink() -> None:
-    binding = {
-        "apiVersion": "sources.knative.dev/v1",
-        "kind": "SinkBinding",
-        "metadata": {"name": "predict", "namespace": "ml-serving"},
-        "spec": {},
-    }
+    binding = manifest("sources.knative.dev/v1", "SinkBinding", {}, name="predict")
     assert {path for path, _ in findings(binding)} == {"spec.subject", "spec.sink"}
 
 
 @pytest.fixture
 def virtual_service() -> dict[str, Any]:
     """The project's first VirtualService once knative/ has one; until then a typical one."""
-    doc = next((r.doc for r in RESOURCES if r.key == VIRTUAL_SERVICE), None) or {
-        "apiVersion": "networking.istio.io/v1",
-        "kind": "VirtualService",
-        "metadata": {"name": "route", "namespace": "ml-serving"},
-        "spec": {
-            "hosts": ["route.ml-serving.example.com"],
-            "gateways": ["knative-serving/knative-ingress-gateway"],
-            "http": [
-                {
-                    "match": [{"headers": {"target": {"exact": "mountain"}}}],
-                    "route": [{"destination": {"host": "plant.ml-serving.svc.cluster.local"}}],
-                    "timeout": "1.5s",
-                }
-            ],
-        },
+    rule = {
+        "match": [{"headers": {"target": {"exact": "mountain"}}}],
+        "route": [{"destination": {"host": "plant.ml-serving.svc.cluster.local"}}],
+        "timeout": "1.5s",
     }
-    doc = copy.deepcopy(doc)
-    assert findings(doc) == []
-    return doc
+    spec = {
+        "hosts": ["route.ml-serving.example.com"],
+        "gateways": ["knative-serving/knative-ingress-gateway"],
+        "http": [rule],
+    }
+    return first_or(VIRTUAL_SERVICE, manifest(*VIRTUAL_SERVICE, spec, name="route"))
 
 
 def test_virtual_service_weights_and_regex(virtual_service: dict[str, Any]) -> None:

@@ -9,13 +9,13 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from emulators.manifests import REPO_ROOT
 from emulators.validate import SCHEMAS, ValidateSettings
+from tests.helpers import run_module
 
 ROW = re.compile(r"^\| `(?P<file>[^`]+)` \|.*\| (?P<blob>[0-9a-f]{40}) \|$", re.MULTILINE)
 
@@ -69,15 +69,8 @@ def test_a_copy_with_nothing_beside_it_validates_its_manifests(tmp_path: Path) -
     assert not (clone.parent / "shared").exists()
     env = {k: v for k, v in os.environ.items() if k not in ("SCHEMA_DIR", "SHARED_DIR")}
     env.pop("PYTHONPATH", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "emulators.validate"],
-        cwd=clone,  # `-m` puts the copy first on sys.path: its own emulators, not ours
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    # `-m` in the copy puts it first on sys.path: its own emulators, not ours
+    result = run_module("emulators.validate", cwd=clone, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"schemas: {clone / 'emulators' / 'schemas'}" in result.stdout
     assert "skaffold.yaml valid" in result.stdout

@@ -14,7 +14,7 @@ from werkzeug.test import Client, TestResponse
 
 from functions.ab_router.logic import assign
 from functions.core.settings import REPO_ROOT
-from tests.helpers import AppThread, free_port, function_client
+from tests.helpers import AppThread, catch_all, free_port, function_client
 
 SOURCE = str(REPO_ROOT / "functions" / "ab_router" / "main.py")
 
@@ -39,9 +39,7 @@ async def answer(request: web.Request) -> web.Response:
 
 @pytest.fixture(scope="module")
 def variant() -> Iterator[str]:
-    app = web.Application()
-    app.router.add_route("*", r"/{tail:[\s\S]*}", answer)
-    thread = AppThread(app)
+    thread = AppThread(catch_all(answer))
     yield thread.url
     thread.stop()
 

@@ -14,6 +14,7 @@ import pytest
 
 from functions.core.outbox import Sender, Writer, _event_type
 from functions.core.settings import REPO_ROOT
+from tests.helpers import poll_until
 
 
 class Sink:
@@ -32,10 +33,7 @@ def event(i: int) -> dict[str, object]:
 
 
 def settle(check: Callable[[], bool], seconds: float = 10) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, "the outbox did not settle"
-        time.sleep(0.02)
+    poll_until(check, seconds, "the outbox did not settle", every=0.02)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from emulators.gateway import Gateway
 from emulators.routing import RouteTable
-from tests.helpers import AppThread
+from tests.helpers import AppThread, catch_all
 from tests.unit.emulators.test_routing import ksvc, vs
 
 LIMIT = 1024
@@ -29,9 +29,7 @@ async def answer(request: web.Request) -> web.Response:
 
 @pytest.fixture(scope="module")
 def gateway() -> Iterator[int]:
-    variant_app = web.Application()
-    variant_app.router.add_route("*", r"/{tail:[\s\S]*}", answer)
-    variant = AppThread(variant_app)
+    variant = AppThread(catch_all(answer))
     teapot = {
         "fault": {"abort": {"httpStatus": 429, "percentage": {"value": 100}}},
         "route": [{"destination": {"host": "echo.ns.svc.cluster.local"}}],
