@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -13,7 +12,7 @@ from pathlib import Path
 import httpx
 
 from bench.load import Load
-from emulators.processes import stop_group
+from emulators.processes import spawn, stop_group
 
 
 def dev_platform(knative: Path, eventing: Path, port: int) -> list[str]:
@@ -73,21 +72,6 @@ def memory_mb(root: int) -> tuple[float, float]:
         except OSError:
             continue
     return rss / 1024, pss / 1024
-
-
-def spawn(
-    command: list[str], env: Mapping[str, str], cwd: Path, stderr: int = subprocess.DEVNULL
-) -> subprocess.Popen[bytes]:
-    """``command`` in a session of its own (``stop_group`` stops its whole tree), with ``env``
-    over this process's environment, its output discarded (``stderr`` may be a pipe)."""
-    return subprocess.Popen(
-        command,
-        env={**os.environ, **env},
-        cwd=cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=stderr,
-        start_new_session=True,
-    )
 
 
 @contextmanager

@@ -11,6 +11,7 @@ import random
 import signal
 import socket
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +79,18 @@ def stop_group(process: subprocess.Popen[Any], grace: float) -> int:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
     return process.returncode
+
+
+def spawn(
+    command: list[str], env: Mapping[str, str], cwd: Path, stderr: int = subprocess.DEVNULL
+) -> subprocess.Popen[bytes]:
+    """``command`` in a session of its own (``stop_group`` stops its whole tree), with ``env``
+    over this process's environment, its output discarded (``stderr`` may be a pipe)."""
+    return subprocess.Popen(
+        command,
+        env={**os.environ, **env},
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+        start_new_session=True,
+    )

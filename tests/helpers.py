@@ -22,8 +22,7 @@ import httpx
 from aiohttp import web
 from flask.testing import FlaskClient
 
-from bench.procs import spawn
-from emulators.processes import free_port, stop_group
+from emulators.processes import free_port, spawn, stop_group
 from functions.core import serve
 from functions.core.settings import REPO_ROOT
 
