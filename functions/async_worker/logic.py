@@ -12,8 +12,8 @@ import numpy as np
 
 from functions.async_worker.settings import WorkerSettings
 from functions.core.cards import ModelCard, load_card
-from functions.core.catalog import InferenceCompletedData, InferenceRequestedData
 from functions.core.errors import ModelLoadError
+from functions.core.event_data import InferenceCompletedData, InferenceRequestedData
 from functions.core.jobstore import JobStore
 from functions.core.preprocessing import decode_base64, decode_image, to_tensor
 from functions.core.runtime import Predictor, load_predictor

@@ -19,9 +19,9 @@ from functions.async_worker import logic
 from functions.async_worker.settings import WorkerSettings
 from functions.core import events, transport
 from functions.core.cards import load_card
-from functions.core.catalog import InferenceRequestedData
 from functions.core.entry import entry_points, lazy_service
 from functions.core.errors import ValidationFailed
+from functions.core.event_data import InferenceRequestedData
 from functions.core.http import HttpApp, Route, json_response, read_limited, validate_model
 from functions.core.jobstore import open_store
 from functions.core.loading import ModelSlot

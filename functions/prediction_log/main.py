@@ -14,9 +14,9 @@ from flask import Request, Response
 from pydantic import ValidationError
 
 from functions.core import events, transport
-from functions.core.catalog import PredictionLogData
 from functions.core.entry import entry_points, lazy_service
 from functions.core.errors import NotFound, ValidationFailed
+from functions.core.event_data import PredictionLogData
 from functions.core.http import (
     HttpApp,
     Route,

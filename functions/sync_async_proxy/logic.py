@@ -8,8 +8,8 @@ from typing import Any
 import orjson
 
 from functions.core import events
-from functions.core.catalog import InferenceRequestedData
 from functions.core.errors import ServiceUnavailable, error_for_status
+from functions.core.event_data import InferenceRequestedData
 from functions.core.jobstore import Job
 
 

@@ -11,7 +11,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from functions.core import events
-from functions.core.catalog import PredictionLogData
+from functions.core.event_data import PredictionLogData
 from functions.core.settings import REPO_ROOT
 from tests.contract.test_predict_tabular import assert_problem
 from tests.helpers import function_client

@@ -27,7 +27,7 @@ import pytest
 
 from emulators.manifests import knative_services, load_kustomization
 from functions.core import events
-from functions.core.catalog import PredictionLogData
+from functions.core.event_data import PredictionLogData
 from functions.core.jobstore import open_store
 from functions.core.settings import REPO_ROOT
 from functions.sync_async_proxy.logic import new_job, request_event

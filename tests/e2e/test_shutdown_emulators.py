@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from functions.core import events
-from functions.core.catalog import PredictionLogData
+from functions.core.event_data import PredictionLogData
 from functions.prediction_log.store import Query, SqliteLogStore
 from tests.helpers import HeldRequest, free_port, ready, refusing, server, wait_for
 

@@ -10,7 +10,7 @@ import orjson
 from flask import Request, Response
 from werkzeug.test import EnvironBuilder
 
-from functions.core.catalog import PredictionLogData
+from functions.core.event_data import PredictionLogData
 from functions.core.events import PREDICTION_LOGGED
 from functions.core.http import RAW_BODY
 from functions.core.recording import Recorder

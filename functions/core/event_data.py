@@ -1,4 +1,5 @@
-"""The data of every event type, as pydantic models (one catalog; JSON Schemas come from here)."""
+"""The data of every event type, as pydantic models: what each CloudEvent carries (the sink and
+the subscribers validate it; the JSON Schemas of the OpenAPI documents come from here)."""
 
 from __future__ import annotations
 
