@@ -12,42 +12,39 @@ import numpy as np
 
 from functions.async_worker.settings import WorkerSettings
 from functions.core.cards import ModelCard, load_card
-from functions.core.errors import ModelLoadError
+from functions.core.codecs import ImageCodec, top_label
 from functions.core.event_data import InferenceCompletedData, InferenceRequestedData
 from functions.core.jobstore import JobStore
-from functions.core.preprocessing import decode_base64, decode_image, to_tensor
+from functions.core.preprocessing import decode_base64
 from functions.core.runtime import Predictor, load_predictor
 
 
 @dataclass(frozen=True)
 class SlowModel:
-    model: Predictor
+    predictor: Predictor
+    codec: ImageCodec
 
     @property
     def card(self) -> ModelCard:
-        return self.model.card
+        return self.predictor.card
 
     def label(self, job_id: str, raw: bytes) -> InferenceCompletedData:
         """The top label of one image (4xx when the bytes are not an image)."""
-        assert self.card.preprocessing is not None
-        probabilities = self.model.predict(to_tensor(decode_image(raw), self.card.preprocessing))
-        best = int(np.argmax(probabilities[0]))
-        labels = self.model.labels
+        return self.top(job_id, self.codec.image(raw))
+
+    def top(self, job_id: str, x: np.ndarray) -> InferenceCompletedData:
+        label, proba = top_label(self.predictor.predict(x)[0], self.predictor.labels)
         return InferenceCompletedData(
-            job_id=job_id,
-            model=self.card.name,
-            prediction=labels[best] if best < len(labels) else str(best),
-            proba=float(probabilities[0, best]),
+            job_id=job_id, model=self.card.name, prediction=label, proba=proba
         )
 
 
 def load(settings: WorkerSettings) -> SlowModel:
     """Load the slow model and run it once on the card's sample (warm-up before traffic)."""
     card = load_card(settings.model_cards, settings.model_name)
-    if card.preprocessing is None or card.sample is None or card.sample.image is None:
-        raise ModelLoadError(f"image model card {card.name} needs preprocessing and sample")
-    slow = SlowModel(load_predictor(card, settings.model_dir, settings.model_threads))
-    slow.label("warm-up", (settings.model_dir / card.sample.image).read_bytes())
+    codec = ImageCodec.of(card, settings.model_dir)
+    slow = SlowModel(load_predictor(card, settings.model_dir, settings.model_threads), codec)
+    slow.top("warm-up", codec.sample)
     return slow
 
 

@@ -21,7 +21,7 @@ from functions.core.openapi import Operation
 from functions.core.recording import observer
 from functions.core.settings import SettingsError
 from functions.predict import logic, oip
-from functions.predict.schemas import ImageRequest, LabelPrediction, Prediction
+from functions.predict.schemas import LabelPrediction, Prediction
 from functions.predict.settings import PredictSettings
 
 LOGGED_ENDPOINTS = {
@@ -55,7 +55,7 @@ class PredictService:
     def _routes(self) -> list[Route]:
         # The request schema is the served card's (tabular rows of its feature count, or an
         # image): known once the model is loaded.
-        body = lambda: self.slot.get().request_model or ImageRequest  # noqa: E731
+        body = lambda: self.slot.get().codec.request_model  # noqa: E731
         v2 = "/v2/models/<name>"
         return [
             Route("/health", "GET", self.health, Operation("Health (503 while the model loads)")),
@@ -116,39 +116,23 @@ class PredictService:
         return json_response(self.slot.get().metadata(), rid)
 
     def label(self, request: Request, rid: str) -> Response:
-        return json_response(list(self.slot.get().model.labels), rid)
+        return json_response(list(self.slot.get().labels), rid)
 
     def predict(self, request: Request, rid: str) -> Response:
-        model = self.slot.get()
-        if model.request_model is None:
-            image = parse_model(ImageRequest, self._body(request))
-            return json_response(
-                model.predict_tensor(model.image_from_base64(image.image_data), rid), rid
-            )
-        rows = parse_model(model.request_model, self._body(request))
-        return json_response(model.predict_rows(rows.data, rid), rid)  # type: ignore[attr-defined]
+        served = self.slot.get()
+        return json_response(served.predict(served.codec.decode(self._body(request)), rid), rid)
 
     def predict_label(self, request: Request, rid: str) -> Response:
-        model = self.slot.get()
-        if model.request_model is None:
-            image = parse_model(ImageRequest, self._body(request))
-            return json_response(
-                model.label_tensor(model.image_from_base64(image.image_data), rid), rid
-            )
-        rows = parse_model(model.request_model, self._body(request))
-        return json_response(model.label_rows(rows.data, rid), rid)  # type: ignore[attr-defined]
+        served = self.slot.get()
+        return json_response(served.label(served.codec.decode(self._body(request)), rid), rid)
 
     def predict_test(self, request: Request, rid: str) -> Response:
-        model = self.slot.get()
-        if model.request_model is None:
-            return json_response(model.predict_tensor(model.image_tensor(model.sample), rid), rid)
-        return json_response(model.predict_rows(model.sample, rid), rid)
+        served = self.slot.get()
+        return json_response(served.predict(served.codec.sample, rid), rid)
 
     def predict_test_label(self, request: Request, rid: str) -> Response:
-        model = self.slot.get()
-        if model.request_model is None:
-            return json_response(model.label_tensor(model.image_tensor(model.sample), rid), rid)
-        return json_response(model.label_rows(model.sample, rid), rid)
+        served = self.slot.get()
+        return json_response(served.label(served.codec.sample, rid), rid)
 
     def metrics(self, request: Request, rid: str) -> Response:
         body, content_type = metrics.exposition(self.settings.prometheus_multiproc_dir)
@@ -161,9 +145,9 @@ class PredictService:
         return json_response({"name": name, "ready": self.slot.ready}, rid)
 
     def v1_predict(self, request: Request, rid: str) -> Response:
-        model = self._served(request)
+        served = self._served(request)
         body = parse_model(oip.V1PredictRequest, self._protocol_body(request))
-        return json_response(oip.v1_predict(model, body), rid)
+        return json_response(oip.v1_predict(served, body), rid)
 
     def v2_server(self, request: Request, rid: str) -> Response:
         return json_response(oip.SERVER, rid)
@@ -183,18 +167,18 @@ class PredictService:
         return json_response({"name": self._model_name(request), "ready": True}, rid)
 
     def v2_infer(self, request: Request, rid: str) -> Response:
-        model = self._served(request)
+        served = self._served(request)
         body = parse_model(oip.V2InferRequest, self._protocol_body(request))
-        return json_response(oip.infer(model, body, rid), rid)
+        return json_response(oip.infer(served, body, rid), rid)
 
     def _model_name(self, request: Request) -> str:
         return str((request.view_args or {})["name"])
 
-    def _served(self, request: Request) -> logic.PredictLogic:
-        model = self.slot.get()
+    def _served(self, request: Request) -> logic.ServedModel:
+        served = self.slot.get()
         args = request.view_args or {}
-        oip.check_name(model, str(args["name"]), self.settings.k_service, args.get("version"))
-        return model
+        oip.check_name(served, str(args["name"]), self.settings.k_service, args.get("version"))
+        return served
 
 
 def _labels(card: ModelCard) -> tuple[str, ...]:

@@ -1,9 +1,10 @@
 """KServe's two REST protocols over the same model: V1 (``:predict``) and the Open Inference
-Protocol V2 (``/v2/models/{name}/infer``), as pure functions of a ``PredictLogic``.
+Protocol V2 (``/v2/models/{name}/infer``), as pure functions of a ``ServedModel``.
 
 V2 tensors arrive as ``{"name", "shape", "datatype", "data"}`` with ``data`` flat or nested
 (row-major). An image model also takes one BYTES element holding the base64 of an encoded
-image, preprocessed as ``/predict`` does.
+image, and V1 instances in TF Serving's image forms: its codec decodes both as ``/predict``
+does.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from functions.core.errors import NotFound, ValidationFailed
-from functions.core.http import validate_model
-from functions.predict.logic import PredictLogic
+from functions.predict.logic import ServedModel
 
 SERVER = {"name": "ml-serving-functions", "version": "0.1.0", "extensions": []}
 _NUMERIC = {"FP32", "FP64", "FP16", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16"}
@@ -61,16 +61,17 @@ class V1PredictRequest(_Request):
     instances: list[Any] = Field(min_length=1)
 
 
-def check_name(logic: PredictLogic, name: str, service: str, version: str | None = None) -> None:
+def check_name(served: ServedModel, name: str, service: str, version: str | None = None) -> None:
     """404 unless ``name`` is the served model (by card name or Knative Service name)."""
-    if name not in (logic.card.name, service):
-        raise NotFound(f"model {name!r} is not served here; this serves {logic.card.name!r}")
-    if version is not None and version != logic.card.version:
-        raise NotFound(f"model {name!r} has no version {version!r}; it is {logic.card.version}")
+    card = served.card
+    if name not in (card.name, service):
+        raise NotFound(f"model {name!r} is not served here; this serves {card.name!r}")
+    if version is not None and version != card.version:
+        raise NotFound(f"model {name!r} has no version {version!r}; it is {card.version}")
 
 
-def model_metadata(logic: PredictLogic) -> dict[str, Any]:
-    card = logic.card
+def model_metadata(served: ServedModel) -> dict[str, Any]:
+    card = served.card
     return {
         "name": card.name,
         "versions": [card.version],
@@ -80,16 +81,16 @@ def model_metadata(logic: PredictLogic) -> dict[str, Any]:
     }
 
 
-def infer(logic: PredictLogic, request: V2InferRequest, rid: str) -> dict[str, Any]:
+def infer(served: ServedModel, request: V2InferRequest, rid: str) -> dict[str, Any]:
     (tensor,) = request.inputs
-    output = logic.raw(_to_array(logic, tensor))
-    name = logic.card.output.name
+    output = served.raw(_to_array(served, tensor))
+    name = served.card.output.name
     if request.outputs and all(o.name != name for o in request.outputs):
         wanted = [o.name for o in request.outputs]
         raise ValidationFailed(f"unknown output(s) {wanted}; this model has {name!r}")
     return {
-        "model_name": logic.card.name,
-        "model_version": logic.card.version,
+        "model_name": served.card.name,
+        "model_version": served.card.version,
         "id": request.id or rid,
         "outputs": [
             {
@@ -102,24 +103,19 @@ def infer(logic: PredictLogic, request: V2InferRequest, rid: str) -> dict[str, A
     }
 
 
-def v1_predict(logic: PredictLogic, request: V1PredictRequest) -> dict[str, Any]:
-    if logic.request_model is None:
-        batch = np.concatenate([logic.image_from_base64(_v1_image(i)) for i in request.instances])
-    else:
-        # Reuse the tabular schema so V1 rows get the same checks as /predict.
-        rows = validate_model(logic.request_model, {"data": request.instances})
-        batch = np.asarray(rows.data, np.float32)  # type: ignore[attr-defined]
-    return {"predictions": logic.raw(batch).tolist()}
+def v1_predict(served: ServedModel, request: V1PredictRequest) -> dict[str, Any]:
+    return {"predictions": served.raw(served.codec.decode_instances(request.instances)).tolist()}
 
 
-def _to_array(logic: PredictLogic, tensor: V2Tensor) -> np.ndarray:
-    card = logic.card
+def _to_array(served: ServedModel, tensor: V2Tensor) -> np.ndarray:
+    card = served.card
     if tensor.name != card.input.name:
         raise ValidationFailed(
             f"unknown input {tensor.name!r}; this model takes {card.input.name!r}"
         )
-    if tensor.datatype == "BYTES" and logic.request_model is None and len(tensor.data) == 1:
-        return logic.image_from_base64(str(tensor.data[0]))
+    encoded = served.codec.decode_bytes(tensor.data) if tensor.datatype == "BYTES" else None
+    if encoded is not None:
+        return encoded
     if tensor.datatype not in _NUMERIC:
         raise ValidationFailed(f"datatype {tensor.datatype} is not accepted by {card.name}")
     try:
@@ -135,17 +131,6 @@ def _to_array(logic: PredictLogic, tensor: V2Tensor) -> np.ndarray:
     if not np.isfinite(array).all():
         raise ValidationFailed("input contains NaN or infinity")
     return array
-
-
-def _v1_image(instance: Any) -> str:
-    """TF Serving's image forms: ``{"b64": ...}``, ``{"image_bytes": {"b64": ...}}`` or a string."""
-    if isinstance(instance, dict) and "image_bytes" in instance:
-        instance = instance["image_bytes"]
-    if isinstance(instance, dict) and isinstance(instance.get("b64"), str):
-        return str(instance["b64"])
-    if isinstance(instance, str):
-        return instance
-    raise ValidationFailed('an image instance is {"b64": "<base64>"} or a base64 string')
 
 
 def _tensor_meta(name: str, shape: tuple[int, ...]) -> dict[str, Any]:

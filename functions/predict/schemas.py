@@ -1,33 +1,15 @@
-"""Request and response models of the predictor (the seeds' shapes, plus model and version)."""
+"""Response models of the predictor (the seeds' shapes, plus model and version); its request
+models are its codecs' (``core.codecs``)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
-
-FLOAT32_MAX = 3.4028234663852886e38
-_STRICT = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def tabular_request(n_features: int, max_rows: int) -> type[BaseModel]:
-    """``{"data": [[f1..fn], ...]}`` with the card's feature count and the row limit."""
-    feature = Annotated[float, Field(ge=-FLOAT32_MAX, le=FLOAT32_MAX)]  # the models take float32
-    row = Annotated[list[feature], Field(min_length=n_features, max_length=n_features)]
-    rows = Annotated[list[row], Field(min_length=1, max_length=max_rows)]
-    model: type[BaseModel] = create_model("TabularRequest", __config__=_STRICT, data=(rows, ...))
-    return model
-
-
-class ImageRequest(BaseModel):
-    """``{"image_data": "<base64>"}``; line breaks in the base64 are accepted."""
-
-    model_config = _STRICT
-    image_data: str = Field(min_length=1)
 
 
 class LabelResult(_Frozen):
