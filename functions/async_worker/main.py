@@ -26,7 +26,7 @@ from functions.core.http import HttpApp, Route, json_response, read_limited, val
 from functions.core.jobstore import open_store
 from functions.core.loading import ModelSlot
 from functions.core.openapi import Operation
-from functions.core.recording import observer
+from functions.core.recording import Observer
 
 
 class WorkerService:
@@ -36,7 +36,7 @@ class WorkerService:
         self.slot = ModelSlot(settings.model_name, functools.partial(logic.load, settings))
         card = load_card(settings.model_cards, settings.model_name)
         logged = {"on_inference_requested"}  # the slow model's prediction, in the log too
-        observe = observer(settings, card.name, card.version, logged)
+        self.log = Observer(settings, card.name, card.version, logged)
         routes = [
             Route("/", "POST", self.on_inference_requested, Operation(
                 "Run the slow model for an inference.requested CloudEvent (Trigger subscriber)",
@@ -47,7 +47,7 @@ class WorkerService:
                 "Health (503 until the model is loaded)")),
             Route("/metadata", "GET", self.metadata, Operation("The slow model's metadata")),
         ]  # fmt: skip
-        self.app = HttpApp("async-worker", routes, observe=observe)
+        self.app = HttpApp("async-worker", routes, observe=self.log)
 
     def close(self) -> None:
         """Close the job store (tests; a worker just exits)."""
@@ -55,12 +55,15 @@ class WorkerService:
 
     def _event(self, request: Request) -> tuple[events.CloudEvent, InferenceRequestedData]:
         body = read_limited(request, self.settings.max_body_bytes)
+        self.log.entry(request).input = body  # the event as received
         event = transport.receive(dict(request.headers), body, push=True)
         if event["type"] != events.INFERENCE_REQUESTED:
             raise ValidationFailed(f"this subscriber takes {events.INFERENCE_REQUESTED}")
         return event, validate_model(InferenceRequestedData, event.data)
 
     def on_inference_requested(self, request: Request, rid: str) -> Response:
+        entry = self.log.entry(request)
+        entry.output = {}  # what an acknowledgement without a result (202) logs
         event, data = self._event(request)
         job = self.store.get(data.job_id)
         if job is None or job.seen_at(time.time()).status != "pending":
@@ -72,6 +75,8 @@ class WorkerService:
             return Response(status=202)
         result = model.label(data.job_id, raw)
         self.store.finish(data.job_id, "done", event["id"], result=result.model_dump())
+        entry.output = result.model_dump(include={"prediction", "proba"})
+        entry.label = result.prediction
         reply = events.make(
             events.INFERENCE_COMPLETED,
             f"/{self.settings.k_service}",

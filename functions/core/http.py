@@ -42,7 +42,6 @@ from functions.core.openapi import Operation, document
 logger = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "X-Request-Id"
-RAW_BODY = "mlf.raw_body"  # where read_body leaves the body it read (for the prediction log)
 # Ids we accept from a client or Envoy: printable, bounded, safe to log and echo.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 _JSON_TYPE = re.compile(r"^application/([\w.\-]+\+)?json\s*(;|$)", re.IGNORECASE)
@@ -85,11 +84,19 @@ def problem_response(error: FunctionError, rid: str) -> Response:
     return response
 
 
-def read_body(request: Request, max_bytes: int, *, untyped_is_json: bool = False) -> bytes:
+def read_body(
+    request: Request,
+    max_bytes: int,
+    *,
+    untyped_is_json: bool = False,
+    received: Callable[[bytes], object] | None = None,
+) -> bytes:
     """The JSON request body, bounded by ``max_bytes``: 415, 413 or 400 when it is not usable.
 
     ``untyped_is_json`` takes a body sent with no Content-Type as JSON, as KServe does for
-    its protocols (stock V2 clients send none); a wrong type is still a 415."""
+    its protocols (stock V2 clients send none); a wrong type is still a 415. ``received`` gets
+    the body as soon as it is read, before the check for a blank one: a caller that logs its
+    inputs logs even that."""
     content_type = request.headers.get("Content-Type", "")
     if not (_JSON_TYPE.match(content_type) or (untyped_is_json and not content_type)):
         raise UnsupportedMediaType(
@@ -97,6 +104,8 @@ def read_body(request: Request, max_bytes: int, *, untyped_is_json: bool = False
             headers={"Accept-Post": "application/json"},
         )
     raw = read_limited(request, max_bytes)
+    if received is not None:
+        received(raw)
     if not raw.strip():
         raise BadRequest("the request body is empty; send a JSON object")
     return raw
@@ -109,7 +118,6 @@ def read_limited(request: Request, max_bytes: int) -> bytes:
     raw: bytes = request.stream.read(max_bytes + 1)
     if len(raw) > max_bytes:
         raise PayloadTooLarge(f"body exceeds {max_bytes} bytes")
-    request.environ[RAW_BODY] = raw
     return raw
 
 
@@ -175,7 +183,8 @@ class Route:
         return Rule(self.path, endpoint=self.endpoint, methods=methods)
 
 
-Observe = Callable[[Request, str, str, Response, float], None]
+# After every request: (request, rid, endpoint, response, seconds, the problem answered or None).
+Observe = Callable[[Request, str, str, Response, float, FunctionError | None], None]
 
 
 class HttpApp:
@@ -183,8 +192,9 @@ class HttpApp:
     request id on every answer, whatever a handler raises as the one problem shape, and the
     OpenAPI document at ``GET /openapi.json``.
 
-    ``observe(request, rid, endpoint, response, seconds)`` is called once per request
-    (metrics, prediction logs); what it raises is logged, never answered. ``headers`` are
+    ``observe(request, rid, endpoint, response, seconds, problem)`` is called once per
+    request (metrics, prediction logs), with the ``FunctionError`` answered if one was; what
+    it raises is logged, never answered. ``headers`` are
     added to every response (e.g. which model answered); the rest are werkzeug ``Map``'s.
     """
 
@@ -224,6 +234,7 @@ class HttpApp:
         started = time.perf_counter()
         rid = request_id(request)
         endpoint = "unmatched"
+        problem: FunctionError | None = None
         try:
             if request.path == "/openapi.json" and request.method in ("GET", "HEAD"):
                 endpoint, response = "openapi", json_response(self.openapi(), rid)
@@ -234,26 +245,28 @@ class HttpApp:
         except FunctionError as e:
             if e.status >= 500:
                 logger.warning("%s %s: %s", request.path, e.status, e.detail, extra={"job_id": rid})
-            response = problem_response(e, rid)
+            problem = e
         except (WerkzeugNotFound, RequestRedirect):
             # Map.match redirects (308) a path that matches only once its slashes are merged
             # or one is appended: for an API that is no route, not a redirect to follow.
-            response = problem_response(NotFound(f"no route {request.path}"), rid)
+            problem = NotFound(f"no route {request.path}")
         except WerkzeugMethodNotAllowed as e:
             allowed = ", ".join(sorted(e.valid_methods or ()))
-            error = MethodNotAllowed(
+            problem = MethodNotAllowed(
                 f"{request.method} is not allowed on {request.path}; use {allowed}",
                 headers={"Allow": allowed},
             )
-            response = problem_response(error, rid)
         except Exception:
             logger.exception("unhandled error on %s", request.path, extra={"job_id": rid})
-            response = problem_response(internal_error(), rid)
+            problem = internal_error()
+        if problem is not None:
+            response = problem_response(problem, rid)
         response.headers[REQUEST_ID_HEADER] = rid
         response.headers.update(self._headers)
         if self._observe is not None:
             try:
-                self._observe(request, rid, endpoint, response, time.perf_counter() - started)
+                seconds = time.perf_counter() - started
+                self._observe(request, rid, endpoint, response, seconds, problem)
             except Exception:  # observing must never break an answer
                 logger.exception("observing %s failed", request.path, extra={"job_id": rid})
         return response

@@ -3,6 +3,11 @@ its own hop — as a ``prediction.logged`` CloudEvent written to the outbox (off
 path; see ``core.outbox``). Failed requests are recorded too, with their error. A request
 through a proxy makes one record per hop, all linked by the job_id the proxy forwards.
 
+Core writes the envelope (job_id, service, model, version, variant, endpoint, status,
+latency, error, route); what the request carried and what it answered is the function's to
+say. Its handlers fill the request's ``LogEntry`` (``Observer.entry``) as they go, so a
+request that fails half-way is still logged with the input it had.
+
 Recording is on every prediction's path, so it does the least it can (~10 us): one dict,
 one orjson line, one ``write(2)``. The human-readable line per prediction is the sink's
 (``kubectl logs`` of prediction-log, as in the seed); here it is DEBUG only, because a
@@ -16,45 +21,49 @@ import itertools
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from flask import Request, Response
 
 from functions.core import metrics
+from functions.core.errors import FunctionError
 from functions.core.events import JOB_ID, PREDICTION_LOGGED
-from functions.core.http import RAW_BODY
 from functions.core.outbox import Sender, Writer
 from functions.core.settings import EventSettings
 from functions.core.transport import sink_for
 
 logger = logging.getLogger("predictions")
 
-ASSIGNMENT_HEADER = "X-AB-Assignment"  # set by the ab-test route's rules, never by clients
 INLINE_INPUT_BYTES = 16 * 1024  # larger inputs are recorded by reference (sha256 and size)
-_ANSWER_KEYS = ("job_id", "model", "version", "is_outlier", "outlier_score")
+_ENTRY = "mlf.log_entry"  # where a request keeps its LogEntry: its WSGI environ
+
+
+@dataclass(slots=True)
+class LogEntry:
+    """What a function logs of one request beyond the envelope; what stays None is left out.
+    A failed request logs its ``input`` and ``assignment`` only (and its error)."""
+
+    input: Any = None  # bytes: the body as received, logged as its JSON or by reference
+    output: Any = None
+    label: str | list[str] | None = None
+    is_outlier: bool | list[bool] | None = None
+    outlier_score: float | list[float] | None = None
+    assignment: Literal["split", "forced", "sticky"] | None = None
+
+    def received(self, body: bytes) -> None:
+        """Take ``body`` as the input (for ``core.http.read_body``'s ``received``)."""
+        self.input = body
 
 
 class Recorder:
-    """Records the predictions ``endpoints`` answer, as model ``model`` at ``version``."""
+    """Writes the records of model ``model`` at ``version`` to this Service's outbox."""
 
-    def __init__(
-        self,
-        settings: EventSettings,
-        model: str,
-        version: str,
-        endpoints: set[str],
-        labels: tuple[str, ...] = (),
-    ) -> None:
-        self.settings, self.model, self.version, self.endpoints = (
-            settings,
-            model,
-            version,
-            endpoints,
-        )
+    def __init__(self, settings: EventSettings, model: str, version: str) -> None:
+        self.settings, self.model, self.version = settings, model, version
         self.variant = settings.variant or settings.k_revision
-        self.labels = labels
         self.outbox = Writer(settings.outbox_path(), settings.outbox_max_bytes)
         self.source = f"/functions/{settings.k_service}"
         # Event ids: unique per source (the sink dedupes on them) for far less than a uuid4.
@@ -68,16 +77,15 @@ class Recorder:
         self._id_prefix = f"{os.urandom(8).hex()}-"
 
     def record(
-        self, request: Request, rid: str, endpoint: str, response: Response, seconds: float
+        self,
+        rid: str,
+        endpoint: str,
+        status: int,
+        seconds: float,
+        entry: LogEntry,
+        error: str | None = None,
     ) -> None:
-        if endpoint not in self.endpoints:
-            return
-        answer = (
-            orjson.loads(response.get_data())
-            if response.is_json or response.status_code >= 400
-            else {}
-        )
-        failed = response.status_code >= 400
+        failed = status >= 400
         latency_ms = round(seconds * 1000, 3)
         # The fields of PredictionLogData (the sink validates them; building the model here
         # would cost every prediction ~10 us for nothing).
@@ -88,18 +96,16 @@ class Recorder:
             "version": self.version,
             "variant": self.variant,
             "endpoint": endpoint,
-            "status": response.status_code,
+            "status": status,
             "latency_ms": latency_ms,
-            "input": _input(request),
-            "output": None
-            if failed
-            else {k: v for k, v in answer.items() if k not in _ANSWER_KEYS},
-            "is_outlier": answer.get("is_outlier"),
-            "outlier_score": answer.get("outlier_score"),
-            "error": answer.get("detail") if failed else None,
-            "label": None if failed else _label(answer.get("prediction"), self.labels),
+            "input": _input(entry.input),
+            "output": None if failed else entry.output,
+            "is_outlier": None if failed else entry.is_outlier,
+            "outlier_score": None if failed else entry.outlier_score,
+            "error": error if failed else None,
+            "label": None if failed else entry.label,
             "route": self.settings.route,
-            "assignment": _assignment(request) if self.settings.route else None,
+            "assignment": entry.assignment,
         }
         self.outbox.emit(
             {
@@ -114,63 +120,63 @@ class Recorder:
             }
         )
         if logger.isEnabledFor(logging.DEBUG):
-            extra = {"job_id": rid, "endpoint": endpoint, "status": response.status_code}
+            extra = {"job_id": rid, "endpoint": endpoint, "status": status}
             logger.debug("prediction", extra=extra | {"ms": latency_ms})
 
 
-def _input(request: Request) -> Any:
-    raw: bytes | None = request.environ.get(RAW_BODY)
-    if not raw:
-        return "sample" if request.method == "GET" else None
-    if len(raw) > INLINE_INPUT_BYTES:
-        return {"sha256": hashlib.sha256(raw).hexdigest(), "bytes": len(raw)}
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return {"sha256": hashlib.sha256(raw).hexdigest(), "bytes": len(raw)}
+def _input(given: Any) -> Any:
+    """A body as received: its JSON when small enough and valid, else a reference to it."""
+    if not isinstance(given, bytes):
+        return given
+    if not given:
+        return None
+    if len(given) <= INLINE_INPUT_BYTES:
+        try:
+            return orjson.loads(given)
+        except orjson.JSONDecodeError:
+            pass
+    return {"sha256": hashlib.sha256(given).hexdigest(), "bytes": len(given)}
 
 
-def _label(prediction: Any, labels: tuple[str, ...]) -> str | list[str] | None:
-    """The top label of an answer: given (label endpoints, images) or the argmax of the
-    probabilities (tabular ``/predict``); a list for N rows."""
-    if isinstance(prediction, str):
-        return prediction
-    if isinstance(prediction, dict):
-        return str(prediction.get("label"))
-    if isinstance(prediction, list) and prediction:
-        if isinstance(prediction[0], list | dict):
-            return [str(_label(row, labels)) for row in prediction]
-        best = max(range(len(prediction)), key=prediction.__getitem__)
-        return labels[best] if best < len(labels) else str(best)
-    return None
-
-
-def _assignment(request: Request) -> str:
-    """How an A/B request got here: the route's forcing rule or the sticky router say so."""
-    given = request.headers.get(ASSIGNMENT_HEADER, "split").lower()
-    return given if given in ("forced", "sticky") else "split"
-
-
-Observe = Callable[[Request, str, str, Response, float], None]
-
-
-def observer(
-    settings: EventSettings,
-    model: str,
-    version: str,
-    endpoints: set[str],
-    labels: tuple[str, ...] = (),
-) -> Observe:
+class Observer:
     """What ``HttpApp`` calls after every request: the Prometheus metrics, and — when a
     SinkBinding gave the Service a K_SINK, or events go to Pub/Sub — the prediction log record
-    of ``endpoints``."""
-    recorder = Recorder(settings, model, version, endpoints, labels) if settings.publishes else None
+    of ``endpoints``, from the ``LogEntry`` its handler filled (``entry``). ``start`` makes a
+    request's entry from the request, with what the function logs of every one of them."""
 
-    def observe(
-        request: Request, rid: str, endpoint: str, response: Response, seconds: float
+    def __init__(
+        self,
+        settings: EventSettings,
+        model: str,
+        version: str,
+        endpoints: set[str],
+        start: Callable[[Request], LogEntry] | None = None,
     ) -> None:
-        metrics.observe_request(model, version, endpoint, response.status_code, seconds)
-        if recorder is not None:
-            recorder.record(request, rid, endpoint, response, seconds)
+        self.model, self.version, self.endpoints = model, version, endpoints
+        self.recorder = Recorder(settings, model, version) if settings.publishes else None
+        self._start = start
 
-    return observe
+    def entry(self, request: Request) -> LogEntry:
+        """The log entry of ``request``, for its handler to fill (made on first use)."""
+        if self.recorder is None:
+            return LogEntry()  # nothing is recorded: a scratch one
+        entry: LogEntry | None = request.environ.get(_ENTRY)
+        if entry is None:
+            entry = self._start(request) if self._start is not None else LogEntry()
+            request.environ[_ENTRY] = entry
+        return entry
+
+    def __call__(
+        self,
+        request: Request,
+        rid: str,
+        endpoint: str,
+        response: Response,
+        seconds: float,
+        problem: FunctionError | None,
+    ) -> None:
+        status = response.status_code
+        metrics.observe_request(self.model, self.version, endpoint, status, seconds)
+        if self.recorder is not None and endpoint in self.endpoints:
+            error = problem.detail if problem is not None else None
+            self.recorder.record(rid, endpoint, status, seconds, self.entry(request), error)

@@ -8,6 +8,7 @@ for the endpoints and the shape of partial answers (``errors``, ``X-Answered``).
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from flask import Request, Response
 
@@ -15,7 +16,7 @@ from functions.core.client import Client, trace_context
 from functions.core.entry import entry_points, lazy_service
 from functions.core.http import HttpApp, Route, json_response, parse_model, read_body
 from functions.core.openapi import Operation
-from functions.core.recording import observer
+from functions.core.recording import Observer
 from functions.fanout_proxy import logic
 from functions.fanout_proxy.backends import Backends
 from functions.fanout_proxy.schemas import FannedResponse, LabelResponse, rows_request
@@ -35,7 +36,7 @@ class FanoutService:
         self.request_model = rows_request(settings.max_batch_rows)
         # The proxy's own hop in the prediction log (the backends log theirs), same job_id.
         logged = {"predict", "predict_label", "predict_get_test", "predict_post_test"}
-        observe = observer(settings, "fanout", settings.k_revision, logged)
+        self.log = Observer(settings, "fanout", settings.k_revision, logged)
         rows = self.request_model
         routes = [
             Route("/health", "GET", self.health, Operation("Health of the proxy")),
@@ -51,7 +52,7 @@ class FanoutService:
             Route("/predict/post/test", "GET", self.predict_post_test, Operation(
                 "Every backend's prediction of its sample, by POST")),
         ]  # fmt: skip
-        self.app = HttpApp("fanout", routes, observe=observe, strict_slashes=False)
+        self.app = HttpApp("fanout", routes, observe=self.log, strict_slashes=False)
 
     def close(self) -> None:
         """Finish calls in flight and close the kept connections (tests; a worker just exits)."""
@@ -71,24 +72,42 @@ class FanoutService:
 
     def predict(self, request: Request, rid: str) -> Response:
         fanned = self.backends.each("POST", "/predict", rid, _trace(request), self._rows(request))
-        return json_response(logic.merged(fanned, "prediction"), rid, headers=fanned.headers())
+        return self._answer(request, rid, logic.merged(fanned, "prediction"), fanned)
 
     def predict_label(self, request: Request, rid: str) -> Response:
         fanned = self.backends.each("POST", "/predict", rid, _trace(request), self._rows(request))
         fanned = logic.with_probabilities(fanned)
-        return json_response(logic.best_label(fanned), rid, headers=fanned.headers())
+        body = logic.best_label(fanned)
+        self.log.entry(request).label = _labels(body["prediction"])
+        return self._answer(request, rid, body, fanned)
 
     def predict_get_test(self, request: Request, rid: str) -> Response:
+        self.log.entry(request).input = "sample"
         fanned = self.backends.each("GET", "/predict/test", rid, _trace(request))
-        return json_response(logic.merged(fanned, "prediction"), rid, headers=fanned.headers())
+        return self._answer(request, rid, logic.merged(fanned, "prediction"), fanned)
 
     def predict_post_test(self, request: Request, rid: str) -> Response:
+        self.log.entry(request).input = "sample"
         fanned = self.backends.each_with_sample(rid, _trace(request))
-        return json_response(logic.merged(fanned, "prediction"), rid, headers=fanned.headers())
+        return self._answer(request, rid, logic.merged(fanned, "prediction"), fanned)
 
     def _rows(self, request: Request) -> object:
-        raw = read_body(request, self.settings.max_body_bytes)
+        received = self.log.entry(request).received
+        raw = read_body(request, self.settings.max_body_bytes, received=received)
         return parse_model(self.request_model, raw).model_dump()
+
+    def _answer(
+        self, request: Request, rid: str, body: dict[str, Any], fanned: logic.Fanned
+    ) -> Response:
+        self.log.entry(request).output = body  # the proxy's hop in the log: what it answered
+        return json_response(body, rid, headers=fanned.headers())
+
+
+def _labels(prediction: Any) -> str | list[str]:
+    """The label(s) a ``/predict/label`` answer names: one, or one per row."""
+    if isinstance(prediction, list):
+        return [str(row["label"]) for row in prediction]
+    return str(prediction["label"])
 
 
 def _trace(request: Request) -> dict[str, str]:

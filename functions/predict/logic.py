@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from functions.core.cards import ModelCard, load_card
-from functions.core.codecs import Codec, codec_for, ranked
+from functions.core.codecs import Codec, Label, codec_for, ranked
 from functions.core.runtime import Predictor, load_predictor
 from functions.predict.schemas import LabelPrediction, LabelResult, Prediction
 from functions.predict.settings import PredictSettings
@@ -38,9 +38,9 @@ class ServedModel:
     def labels(self) -> tuple[str, ...]:
         return self.predictor.labels
 
-    # -- predictions --------------------------------------------------------------------
+    # -- predictions (each with the label(s) it names, for the prediction log) -----------
 
-    def predict(self, x: np.ndarray, rid: str) -> Prediction:
+    def predict(self, x: np.ndarray, rid: str) -> tuple[Prediction, Label]:
         """What ``/predict`` answers for batch ``x``, as the codec says, outliers included."""
         answer = self.codec.answer(self.predictor.predict(x), self.labels, self.top_k)
         extra: dict[str, Any] = {}
@@ -49,13 +49,15 @@ class ServedModel:
             extra = {"is_outlier": (scores < 0).tolist(), "outlier_score": scores.tolist()}
             if len(x) == 1:
                 extra = {k: v[0] for k, v in extra.items()}
-        return self._answer(Prediction, rid, **answer.fields, **extra)
+        return self._answer(Prediction, rid, **answer.fields, **extra), answer.label
 
-    def label(self, x: np.ndarray, rid: str) -> LabelPrediction:
+    def label(self, x: np.ndarray, rid: str) -> tuple[LabelPrediction, Label]:
         """The top label of each row of ``x``; one row answers unlisted."""
         best = [ranked(p, self.labels, 1)[0] for p in self.predictor.predict(x)]
         results = [LabelResult(label=label, proba=proba) for label, proba in best]
-        return self._answer(LabelPrediction, rid, results[0] if len(results) == 1 else results)
+        if len(results) == 1:
+            return self._answer(LabelPrediction, rid, results[0]), results[0].label
+        return self._answer(LabelPrediction, rid, results), [r.label for r in results]
 
     def raw(self, x: np.ndarray) -> np.ndarray:
         """The model's output tensor as is (for the V1/V2 protocols)."""

@@ -8,19 +8,22 @@ with MODEL_NAME set (see README). Endpoints: the seeds' (/health, /metadata, /la
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 from flask import Request, Response
+from pydantic import BaseModel
 
 from functions.core import metrics
-from functions.core.cards import ModelCard, load_card
+from functions.core.cards import load_card
+from functions.core.codecs import Label
 from functions.core.entry import entry_points, lazy_service
 from functions.core.errors import ModelLoadError
 from functions.core.http import HttpApp, Route, json_response, parse_model, read_body
 from functions.core.loading import ModelSlot
 from functions.core.openapi import Operation
-from functions.core.recording import observer
+from functions.core.recording import Observer
 from functions.core.settings import SettingsError
-from functions.predict import logic, oip
+from functions.predict import logged, logic, oip
 from functions.predict.schemas import LabelPrediction, Prediction
 from functions.predict.settings import PredictSettings
 
@@ -30,7 +33,7 @@ LOGGED_ENDPOINTS = {
 
 
 class PredictService:
-    """One per process: settings, the model slot, and and the handlers its routes name."""
+    """One per process: settings, the model slot, and the handlers its routes name."""
 
     def __init__(self, settings: PredictSettings) -> None:
         self.settings = settings
@@ -41,13 +44,12 @@ class PredictService:
         self.slot = ModelSlot(settings.model_name, functools.partial(logic.load, settings))
         # Which model answered, on every response: routes that pick a model say so.
         model_headers = {"X-Model": self.card.name, "X-Model-Version": self.card.version}
-        observe = observer(
-            settings, self.card.name, self.card.version, LOGGED_ENDPOINTS, _labels(self.card)
-        )
+        start = logged.assigned if settings.route else None
+        self.log = Observer(settings, self.card.name, self.card.version, LOGGED_ENDPOINTS, start)
         self.app = HttpApp(
             f"predict: {self.card.name}",
             self._routes(),
-            observe=observe,
+            observe=self.log,
             headers=model_headers,
             strict_slashes=False,
         )
@@ -96,11 +98,30 @@ class PredictService:
             ),
         ]  # fmt: skip
 
-    def _body(self, request: Request) -> bytes:
-        return read_body(request, self.settings.max_body_bytes)
+    def _body(self, request: Request, *, untyped_is_json: bool = False) -> bytes:
+        return read_body(
+            request,
+            self.settings.max_body_bytes,
+            untyped_is_json=untyped_is_json,
+            received=self.log.entry(request).received,
+        )
 
     def _protocol_body(self, request: Request) -> bytes:
-        return read_body(request, self.settings.max_body_bytes, untyped_is_json=True)
+        return self._body(request, untyped_is_json=True)
+
+    def _sample(self, request: Request) -> logic.ServedModel:
+        """The served model, for an endpoint that predicts the card's sample (logged so)."""
+        self.log.entry(request).input = logged.SAMPLE
+        return self.slot.get()
+
+    def _answer(self, request: Request, rid: str, body: BaseModel, label: Label) -> Response:
+        return self._json(request, rid, body.model_dump(mode="json", exclude_none=True), label)
+
+    def _json(
+        self, request: Request, rid: str, body: dict[str, Any], label: Label | None = None
+    ) -> Response:
+        logged.answered(self.log.entry(request), body, label)
+        return json_response(body, rid)
 
     # -- the seeds' endpoints ------------------------------------------------------------
 
@@ -120,19 +141,21 @@ class PredictService:
 
     def predict(self, request: Request, rid: str) -> Response:
         served = self.slot.get()
-        return json_response(served.predict(served.codec.decode(self._body(request)), rid), rid)
+        x = served.codec.decode(self._body(request))
+        return self._answer(request, rid, *served.predict(x, rid))
 
     def predict_label(self, request: Request, rid: str) -> Response:
         served = self.slot.get()
-        return json_response(served.label(served.codec.decode(self._body(request)), rid), rid)
+        x = served.codec.decode(self._body(request))
+        return self._answer(request, rid, *served.label(x, rid))
 
     def predict_test(self, request: Request, rid: str) -> Response:
-        served = self.slot.get()
-        return json_response(served.predict(served.codec.sample, rid), rid)
+        served = self._sample(request)
+        return self._answer(request, rid, *served.predict(served.codec.sample, rid))
 
     def predict_test_label(self, request: Request, rid: str) -> Response:
-        served = self.slot.get()
-        return json_response(served.label(served.codec.sample, rid), rid)
+        served = self._sample(request)
+        return self._answer(request, rid, *served.label(served.codec.sample, rid))
 
     def metrics(self, request: Request, rid: str) -> Response:
         body, content_type = metrics.exposition(self.settings.prometheus_multiproc_dir)
@@ -147,7 +170,7 @@ class PredictService:
     def v1_predict(self, request: Request, rid: str) -> Response:
         served = self._served(request)
         body = parse_model(oip.V1PredictRequest, self._protocol_body(request))
-        return json_response(oip.v1_predict(served, body), rid)
+        return self._json(request, rid, oip.v1_predict(served, body))
 
     def v2_server(self, request: Request, rid: str) -> Response:
         return json_response(oip.SERVER, rid)
@@ -169,7 +192,7 @@ class PredictService:
     def v2_infer(self, request: Request, rid: str) -> Response:
         served = self._served(request)
         body = parse_model(oip.V2InferRequest, self._protocol_body(request))
-        return json_response(oip.infer(served, body, rid), rid)
+        return self._json(request, rid, oip.infer(served, body, rid))
 
     def _model_name(self, request: Request) -> str:
         return str((request.view_args or {})["name"])
@@ -179,11 +202,6 @@ class PredictService:
         args = request.view_args or {}
         oip.check_name(served, str(args["name"]), self.settings.k_service, args.get("version"))
         return served
-
-
-def _labels(card: ModelCard) -> tuple[str, ...]:
-    """Label names known from the card alone (tabular): the log names the argmax with them."""
-    return card.labels.names if card.labels and card.labels.names else ()
 
 
 service = lazy_service(

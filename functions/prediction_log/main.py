@@ -27,7 +27,7 @@ from functions.core.http import (
     validate_model,
 )
 from functions.core.openapi import Operation
-from functions.core.recording import observer
+from functions.core.recording import Observer
 from functions.prediction_log import abreport
 from functions.prediction_log.schemas import FeedbackRequest, LogsQuery, LogsResponse, ReportQuery
 from functions.prediction_log.settings import LogSettings
@@ -40,7 +40,7 @@ class LogService:
     def __init__(self, settings: LogSettings) -> None:
         self.settings = settings
         self.store = open_log_store(settings.log_store_url.get_secret_value())
-        observe = observer(settings, "prediction-log", "1", set())
+        observe = Observer(settings, "prediction-log", "1", set())
         routes = [
             Route("/", "POST", self.on_prediction_logged, Operation(
                 "Store a prediction.logged CloudEvent (Trigger subscriber)",

@@ -21,7 +21,7 @@ from functions.core.http import HttpApp, Route, json_response, parse_model, read
 from functions.core.jobstore import open_store
 from functions.core.openapi import Operation
 from functions.core.preprocessing import decode_base64
-from functions.core.recording import observer
+from functions.core.recording import Observer
 from functions.sync_async_proxy import logic
 from functions.sync_async_proxy.schemas import ImageRequest
 from functions.sync_async_proxy.settings import SyncAsyncSettings
@@ -38,7 +38,7 @@ class SyncAsyncService:
         assert card.sample.image is not None
         self.sample = (settings.model_dir / card.sample.image).read_bytes()
         logged = {"predict", "predict_test"}  # the proxy's own hop in the prediction log
-        observe = observer(settings, "sync-async", settings.k_revision, logged)
+        self.log = Observer(settings, "sync-async", settings.k_revision, logged)
         routes = [
             Route("/health", "GET", self.health, Operation("Health of the proxy")),
             Route("/health/all", "GET", self.health_all, Operation(
@@ -50,7 +50,7 @@ class SyncAsyncService:
                 "The same with the sample image")),
             Route("/job/<job_id>", "GET", self.job, Operation("A job: pending, done or failed")),
         ]  # fmt: skip
-        self.app = HttpApp("sync-async", routes, observe=observe, strict_slashes=False)
+        self.app = HttpApp("sync-async", routes, observe=self.log, strict_slashes=False)
 
     def close(self) -> None:
         """Close the job store and the kept connections (tests; a worker just exits)."""
@@ -72,10 +72,13 @@ class SyncAsyncService:
         return json_response({self.settings.fast_model: fast, self.settings.slow_model: slow}, rid)
 
     def predict(self, request: Request, rid: str) -> Response:
-        image = parse_model(ImageRequest, read_body(request, self.settings.max_body_bytes))
+        received = self.log.entry(request).received
+        raw = read_body(request, self.settings.max_body_bytes, received=received)
+        image = parse_model(ImageRequest, raw)
         return self._accept(decode_base64(image.image_data), rid, request)
 
     def predict_test(self, request: Request, rid: str) -> Response:
+        self.log.entry(request).input = "sample"
         return self._accept(self.sample, rid, request)
 
     def job(self, request: Request, rid: str) -> Response:
@@ -105,7 +108,9 @@ class SyncAsyncService:
         except ServiceUnavailable as e:
             self.store.finish(rid, "failed", str(event["id"]), reason=f"not queued: {e.detail}")
             raise
-        return json_response({"job_id": rid, s.fast_model: label}, rid)
+        fast = {s.fast_model: label}
+        self.log.entry(request).output = fast  # the proxy's hop in the log: the fast answer
+        return json_response({"job_id": rid, **fast}, rid)
 
     def _health(self, url: str, rid: str, request: Request) -> str:
         try:
