@@ -16,7 +16,7 @@ from flask import Request, Response
 from werkzeug.routing import BaseConverter
 
 from functions.ab_router.logic import assign
-from functions.ab_router.settings import RouterSettings
+from functions.ab_router.settings import AbRouterSettings
 from functions.core.client import Client, forwarded_headers
 from functions.core.entry import entry_points, lazy_service
 from functions.core.errors import BadRequest, GatewayTimeout, ServiceUnavailable
@@ -35,8 +35,8 @@ class Everything(BaseConverter):
     weight = 300
 
 
-class Router:
-    def __init__(self, settings: RouterSettings) -> None:
+class AbRouterService:
+    def __init__(self, settings: AbRouterSettings) -> None:
         self.settings = settings
         self.urls = settings.variants
         self.weights = list(settings.percents().items())
@@ -107,5 +107,5 @@ class Router:
         return response
 
 
-service = lazy_service(Router, RouterSettings, "ab_router")
+service = lazy_service(AbRouterService, AbRouterSettings, "ab_router")
 ab_router, warm = entry_points("ab_router", service)

@@ -9,7 +9,7 @@ from pydantic import Field, field_validator, model_validator
 from functions.core.settings import BaseFunctionSettings, NameValues
 
 
-class RouterSettings(BaseFunctionSettings):
+class AbRouterSettings(BaseFunctionSettings):
     variants: NameValues = Field(
         description="name=URL of each variant's Knative Service, comma-separated"
     )

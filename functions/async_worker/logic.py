@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from functions.async_worker.settings import WorkerSettings
+from functions.async_worker.settings import AsyncWorkerSettings
 from functions.core.cards import ModelCard, load_card
 from functions.core.codecs import ImageCodec, top_label
 from functions.core.event_data import InferenceCompletedData, InferenceRequestedData
@@ -39,7 +39,7 @@ class SlowModel:
         )
 
 
-def load(settings: WorkerSettings) -> SlowModel:
+def load(settings: AsyncWorkerSettings) -> SlowModel:
     """Load the slow model and run it once on the card's sample (warm-up before traffic)."""
     card = load_card(settings.model_cards, settings.model_name)
     codec = ImageCodec.of(card, settings.model_dir)

@@ -16,7 +16,7 @@ import time
 from flask import Request, Response
 
 from functions.async_worker import logic
-from functions.async_worker.settings import WorkerSettings
+from functions.async_worker.settings import AsyncWorkerSettings
 from functions.core import events, transport
 from functions.core.cards import load_card
 from functions.core.entry import entry_points, lazy_service
@@ -29,8 +29,8 @@ from functions.core.openapi import Operation
 from functions.core.recording import Observer
 
 
-class WorkerService:
-    def __init__(self, settings: WorkerSettings) -> None:
+class AsyncWorkerService:
+    def __init__(self, settings: AsyncWorkerSettings) -> None:
         self.settings = settings
         self.store = open_store(settings.job_store_url, settings.job_ttl_seconds)
         self.slot = ModelSlot(settings.model_name, functools.partial(logic.load, settings))
@@ -108,6 +108,6 @@ class WorkerService:
 
 
 service = lazy_service(
-    WorkerService, WorkerSettings, "async_worker", lambda s: {"model": s.model_name}
+    AsyncWorkerService, AsyncWorkerSettings, "async_worker", lambda s: {"model": s.model_name}
 )
 async_worker, warm = entry_points("async_worker", service)

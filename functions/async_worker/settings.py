@@ -7,6 +7,6 @@ from pydantic import Field
 from functions.core.settings import EventSettings, JobStoreSettings, ModelSettings
 
 
-class WorkerSettings(ModelSettings, EventSettings, JobStoreSettings):
+class AsyncWorkerSettings(ModelSettings, EventSettings, JobStoreSettings):
     model_name: str = Field("efficientnet-lite2", description="card of the slow model")
     model_threads: int = Field(1, ge=1, le=64, description="intra-op threads of the runtime")

@@ -47,7 +47,7 @@ CLUSTER_LOCAL_SUFFIXES = (".svc.cluster.local", ".svc")
 Key = tuple[str, str, int]  # (scheme, host, port) connected to
 
 
-class BadAnswer(ConnectionError):
+class BadReply(ConnectionError):
     """The server's bytes were not an HTTP/1.1 response (or it closed mid-answer)."""
 
 
@@ -71,7 +71,7 @@ class _Target:
 
 
 @dataclass(slots=True)
-class _Answer:
+class _ReplyParser:
     """httptools' callbacks for one response."""
 
     head_only: bool
@@ -136,7 +136,7 @@ class Client:
         json: Any = None,
     ) -> Reply:
         """One exchange within ``timeout`` seconds: ``TimeoutError`` past it, another
-        ``OSError`` (``BadAnswer`` included) when the server cannot be reached or answered
+        ``OSError`` (``BadReply`` included) when the server cannot be reached or answered
         no HTTP. ``json``, if given, is the body. Header values must not hold CR or LF
         (``ValueError``)."""
         if json is not None:
@@ -242,7 +242,7 @@ class Client:
         *,
         reused: bool,
     ) -> Reply:
-        answer = _Answer(head_only)
+        answer = _ReplyParser(head_only)
         answer.parser = httptools.HttpResponseParser(answer)
         received = False
         try:
@@ -254,7 +254,7 @@ class Client:
                 if not data:
                     if answer.ends_at_close():
                         break
-                    raise BadAnswer("the server closed the connection before answering")
+                    raise BadReply("the server closed the connection before answering")
                 received = True
                 answer.parser.feed_data(data)
         except TimeoutError:
@@ -266,7 +266,7 @@ class Client:
                 raise _Stale from e
             if isinstance(e, OSError):
                 raise
-            raise BadAnswer(f"not an HTTP answer: {e}") from e
+            raise BadReply(f"not an HTTP answer: {e}") from e
         if answer.keep_alive:
             self._give(key, sock)
         else:

@@ -3,7 +3,7 @@ from the environment on first use (never at import), the HTTP function functions
 serves and the ``warm`` production workers call, and the framework's own errors in the one
 problem shape.
 
-    service = lazy_service(LogService, LogSettings, "prediction_log")
+    service = lazy_service(PredictionLogService, PredictionLogSettings, "prediction_log")
     prediction_log, warm = entry_points("prediction_log", service)
 """
 

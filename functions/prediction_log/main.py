@@ -28,16 +28,16 @@ from functions.core.http import (
 )
 from functions.core.openapi import Operation
 from functions.core.recording import Observer
-from functions.prediction_log import abreport
+from functions.prediction_log import ab_report
 from functions.prediction_log.schemas import FeedbackRequest, LogsQuery, LogsResponse, ReportQuery
-from functions.prediction_log.settings import LogSettings
+from functions.prediction_log.settings import PredictionLogSettings
 from functions.prediction_log.store import Query, open_log_store
 
 logger = logging.getLogger("predictions")
 
 
-class LogService:
-    def __init__(self, settings: LogSettings) -> None:
+class PredictionLogService:
+    def __init__(self, settings: PredictionLogSettings) -> None:
         self.settings = settings
         self.store = open_log_store(settings.log_store_url.get_secret_value())
         observe = Observer(settings, "prediction-log", "1", set())
@@ -102,7 +102,7 @@ class LogService:
         if not records:
             raise NotFound(f"no prediction logged for route {route!r}")
         truth = self.store.feedback(sorted({r["job_id"] for r in records}))
-        return json_response(abreport.report(route, records, truth), rid)
+        return json_response(ab_report.report(route, records, truth), rid)
 
     def health(self, request: Request, rid: str) -> Response:
         return json_response({"health": "ok"}, rid)
@@ -113,5 +113,5 @@ def _log_fields(record: PredictionLogData) -> dict[str, object]:
     return {name: getattr(record, name) for name in fields} | {"ms": record.latency_ms}
 
 
-service = lazy_service(LogService, LogSettings, "prediction_log")
+service = lazy_service(PredictionLogService, PredictionLogSettings, "prediction_log")
 prediction_log, warm = entry_points("prediction_log", service)

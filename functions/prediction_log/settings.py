@@ -11,7 +11,7 @@ from functions.prediction_log.store import LOG_STORE_SCHEMES
 DEFAULT_LOG_STORE = f"sqlite:///{REPO_ROOT / 'build' / 'prediction-log.sqlite3'}"
 
 
-class LogSettings(EventSettings):
+class PredictionLogSettings(EventSettings):
     # The store URL may hold a password: no validation error shows the values it was given.
     model_config = SettingsConfigDict(hide_input_in_errors=True)
 

@@ -13,11 +13,11 @@ from flask.testing import FlaskClient
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from functions.core.settings import REPO_ROOT
-from functions.fanout_proxy.schemas import FannedResponse, LabelResponse
+from functions.fanout.schemas import FannedResponse, LabelResponse
 from tests.contract.test_predict_tabular import assert_problem
 from tests.helpers import PREDICT_SOURCE, free_port, function_client
 
-SOURCE = str(REPO_ROOT / "functions" / "fanout_proxy" / "main.py")
+SOURCE = str(REPO_ROOT / "functions" / "fanout" / "main.py")
 SETOSA = [5.1, 3.5, 1.4, 0.2]
 
 

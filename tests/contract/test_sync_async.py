@@ -176,7 +176,7 @@ def proxy(store_url: str) -> Iterator[FlaskClient]:
     nowhere = f"http://127.0.0.1:{free_port()}"
     with function_client(
         "sync_async",
-        "functions/sync_async_proxy/main.py",
+        "functions/sync_async/main.py",
         JOB_STORE_URL=store_url,
         FAST_URL=nowhere,
         SLOW_URL=nowhere,

@@ -25,7 +25,7 @@ TRACE = {
 SINK = "/sink"  # where the sync-async proxy's events go (a CloudEvent, not a proxied call)
 SETOSA = [5.1, 3.5, 1.4, 0.2]
 # Each proxy target and its folder in functions/
-FOLDER = {"sync_async": "sync_async_proxy", "fanout": "fanout_proxy", "ab_router": "ab_router"}
+FOLDER = {"sync_async": "sync_async", "fanout": "fanout", "ab_router": "ab_router"}
 
 
 class Recorder:

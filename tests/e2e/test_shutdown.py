@@ -30,7 +30,7 @@ from functions.core import events
 from functions.core.event_data import PredictionLogData
 from functions.core.jobstore import open_store
 from functions.core.settings import REPO_ROOT
-from functions.sync_async_proxy.logic import new_job, request_event
+from functions.sync_async.logic import new_job, request_event
 from tests.helpers import (
     PREDICT_SOURCE,
     HeldRequest,

@@ -59,7 +59,7 @@ def proxy(tmp_path: Path) -> Iterator[str]:
         subscriber.close()
         publisher.transport.close()
         yield function(
-            stack, "sync-async", "functions/sync_async_proxy/main.py", "sync_async",
+            stack, "sync-async", "functions/sync_async/main.py", "sync_async",
             FAST_URL=fast, SLOW_URL=worker, EVENT_TRANSPORT="pubsub",
             PUBSUB_PROJECT=PROJECT, PUBSUB_TOPIC=TOPIC, PUBSUB_EMULATOR_HOST=host,
             INLINE_MAX_BYTES="1000", **common,

@@ -39,13 +39,13 @@ from emulators.validate import (
     validate_skaffold,
     without_schema,
 )
-from functions.ab_router.settings import RouterSettings
-from functions.async_worker.settings import WorkerSettings
+from functions.ab_router.settings import AbRouterSettings
+from functions.async_worker.settings import AsyncWorkerSettings
 from functions.core.settings import BaseFunctionSettings, build_settings
-from functions.fanout_proxy.settings import FanoutSettings
+from functions.fanout.settings import FanoutSettings
 from functions.predict.settings import PredictSettings
-from functions.prediction_log.settings import LogSettings
-from functions.sync_async_proxy.settings import SyncAsyncSettings
+from functions.prediction_log.settings import PredictionLogSettings
+from functions.sync_async.settings import SyncAsyncSettings
 
 FOLDERS = default_folders()
 RESOURCES = [resource for folder in FOLDERS for resource in load_kustomization(folder)]
@@ -56,11 +56,11 @@ VIRTUAL_SERVICE = ("networking.istio.io/v1", "VirtualService")
 # FUNCTION_SOURCE is not here fails test_source_has_a_settings_class: add the new function.
 SETTINGS_BY_SOURCE: dict[str, type[BaseFunctionSettings]] = {
     "functions/predict/main.py": PredictSettings,
-    "functions/prediction_log/main.py": LogSettings,
-    "functions/ab_router/main.py": RouterSettings,
-    "functions/fanout_proxy/main.py": FanoutSettings,
-    "functions/sync_async_proxy/main.py": SyncAsyncSettings,
-    "functions/async_worker/main.py": WorkerSettings,
+    "functions/prediction_log/main.py": PredictionLogSettings,
+    "functions/ab_router/main.py": AbRouterSettings,
+    "functions/fanout/main.py": FanoutSettings,
+    "functions/sync_async/main.py": SyncAsyncSettings,
+    "functions/async_worker/main.py": AsyncWorkerSettings,
 }
 SERVER_ENV = {"FUNCTION_TARGET", "FUNCTION_SOURCE", "WORKERS", "THREADS", "HOST"}  # core.serve
 MODEL_ENV = ("MODEL_NAME", "OUTLIER_MODEL")  # each names a card models/<name>/model.toml

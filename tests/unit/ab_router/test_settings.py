@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from functions.ab_router.settings import RouterSettings
+from functions.ab_router.settings import AbRouterSettings
 
 
 @pytest.mark.parametrize(
@@ -23,4 +23,4 @@ def test_inconsistent_settings_stop_the_router(
     monkeypatch.setenv("VARIANTS", variants)
     monkeypatch.setenv("WEIGHTS", weights)
     with pytest.raises(ValueError, match=message):
-        RouterSettings()
+        AbRouterSettings()

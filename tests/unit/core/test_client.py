@@ -18,7 +18,7 @@ from flask import Request
 from werkzeug.datastructures import Headers
 from werkzeug.test import EnvironBuilder
 
-from functions.core.client import BadAnswer, Client, forwarded_headers, trace_context
+from functions.core.client import BadReply, Client, forwarded_headers, trace_context
 from functions.core.errors import GatewayTimeout, ServiceUnavailable
 from tests.helpers import AppThread, CountingHandler, free_port, http_server
 
@@ -120,7 +120,7 @@ def test_a_head_answer_has_no_body_and_keeps_the_connection(server: str, client:
 
 
 def test_what_a_server_can_do_wrong_raises_an_oserror(server: str, client: Client) -> None:
-    with pytest.raises(BadAnswer):
+    with pytest.raises(BadReply):
         client.request("GET", f"{server}/garbage", timeout=2)
     with pytest.raises(ConnectionRefusedError):
         client.request("GET", f"http://127.0.0.1:{free_port()}/", timeout=2)

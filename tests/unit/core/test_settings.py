@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from functions.ab_router.settings import RouterSettings
-from functions.async_worker.settings import WorkerSettings
+from functions.ab_router.settings import AbRouterSettings
+from functions.async_worker.settings import AsyncWorkerSettings
 from functions.core.settings import (
     BaseFunctionSettings,
     EventSettings,
@@ -16,10 +16,10 @@ from functions.core.settings import (
     SettingsError,
     build_settings,
 )
-from functions.fanout_proxy.settings import FanoutSettings
+from functions.fanout.settings import FanoutSettings
 from functions.predict.settings import PredictSettings
-from functions.prediction_log.settings import LogSettings
-from functions.sync_async_proxy.settings import SyncAsyncSettings
+from functions.prediction_log.settings import PredictionLogSettings
+from functions.sync_async.settings import SyncAsyncSettings
 
 
 def test_bad_values_name_their_variables(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -66,7 +66,13 @@ def test_bad_name_values_name_their_variable(
         build_settings(Pairs)
 
 
-PUBLISHERS = [PredictSettings, FanoutSettings, LogSettings, SyncAsyncSettings, WorkerSettings]
+PUBLISHERS = [
+    PredictSettings,
+    FanoutSettings,
+    PredictionLogSettings,
+    SyncAsyncSettings,
+    AsyncWorkerSettings,
+]
 
 
 @pytest.mark.parametrize("settings", PUBLISHERS, ids=lambda s: s.__name__)
@@ -87,9 +93,9 @@ def test_a_function_has_fields_for_its_own_concerns_only() -> None:
         return own <= settings.model_fields.keys()
 
     concerns = (ModelSettings, EventSettings, JobStoreSettings)
-    assert [c for c in concerns if has(RouterSettings, c)] == []
+    assert [c for c in concerns if has(AbRouterSettings, c)] == []
     assert [c for c in concerns if has(FanoutSettings, c)] == [EventSettings]
-    assert [c for c in concerns if has(LogSettings, c)] == [EventSettings]
+    assert [c for c in concerns if has(PredictionLogSettings, c)] == [EventSettings]
     assert [c for c in concerns if has(PredictSettings, c)] == [ModelSettings, EventSettings]
     assert [c for c in concerns if has(SyncAsyncSettings, c)] == list(concerns)
-    assert [c for c in concerns if has(WorkerSettings, c)] == list(concerns)
+    assert [c for c in concerns if has(AsyncWorkerSettings, c)] == list(concerns)

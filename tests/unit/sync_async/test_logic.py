@@ -9,7 +9,7 @@ import pytest
 from functions.core import events
 from functions.core.errors import NotFound, ServiceUnavailable, ValidationFailed
 from functions.core.jobstore import TIMED_OUT, Job
-from functions.sync_async_proxy import logic
+from functions.sync_async import logic
 
 
 def test_fast_label_reads_the_predictor_answer() -> None:

@@ -1,6 +1,6 @@
 """Entry point of the fan-out proxy: HTTP adapters only.
 
-    functions-framework --source functions/fanout_proxy/main.py --target fanout
+    functions-framework --source functions/fanout/main.py --target fanout
 with BACKENDS set (``name=URL,...``). Every backend is called at once; see docs/fanout.md
 for the endpoints and the shape of partial answers (``errors``, ``X-Answered``).
 """
@@ -17,10 +17,10 @@ from functions.core.entry import entry_points, lazy_service
 from functions.core.http import HttpApp, Route, json_response, parse_model, read_body
 from functions.core.openapi import Operation
 from functions.core.recording import Observer
-from functions.fanout_proxy import logic
-from functions.fanout_proxy.backends import Backends
-from functions.fanout_proxy.schemas import FannedResponse, LabelResponse, rows_request
-from functions.fanout_proxy.settings import FanoutSettings
+from functions.fanout import logic
+from functions.fanout.backends import Backends
+from functions.fanout.schemas import FannedResponse, LabelResponse, rows_request
+from functions.fanout.settings import FanoutSettings
 
 
 class FanoutService:

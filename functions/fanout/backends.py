@@ -17,9 +17,9 @@ from typing import Any
 import orjson
 
 from functions.core.client import Client, forwarded_headers
-from functions.fanout_proxy.logic import Answer, Failure, Fanned, Outcome
+from functions.fanout.logic import Answer, Failure, Fanned, Outcome
 
-Job = Callable[[], Outcome]
+Call = Callable[[], Outcome]
 
 
 class Backends:
@@ -32,9 +32,9 @@ class Backends:
         self._samples: dict[str, Any] = {}
         self._lock = threading.Lock()
 
-    def gather(self, jobs: Mapping[str, Job]) -> Fanned:
-        """Run every job at once; those not done by the deadline are timeouts."""
-        futures = {name: self.pool.submit(job) for name, job in jobs.items()}
+    def gather(self, calls: Mapping[str, Call]) -> Fanned:
+        """Make every call at once; those not done by the deadline are timeouts."""
+        futures = {name: self.pool.submit(call) for name, call in calls.items()}
         done, _ = wait(futures.values(), timeout=self.deadline)
         late = Failure(504, "timeout", f"no answer within {self.deadline:g}s")
         return Fanned({n: f.result() if f in done else late for n, f in futures.items()})
@@ -50,7 +50,7 @@ class Backends:
         """The same call to every backend."""
         return self.gather(
             {
-                name: self._job(method, url + path, rid, incoming, body)
+                name: self._call(method, url + path, rid, incoming, body)
                 for name, url in self.urls.items()
             }
         )
@@ -58,7 +58,7 @@ class Backends:
     def each_with_sample(self, rid: str, incoming: Mapping[str, str]) -> Fanned:
         """``POST /predict`` to every backend with its own sample (from its ``/metadata``)."""
 
-        def job(name: str, url: str) -> Outcome:
+        def call(name: str, url: str) -> Outcome:
             sample = self._sample(name, url, rid, incoming)
             if isinstance(sample, Failure):
                 return sample
@@ -66,9 +66,11 @@ class Backends:
                 self.client, "POST", f"{url}/predict", rid, self.deadline, incoming, sample
             )
 
-        return self.gather({n: functools.partial(job, n, u) for n, u in self.urls.items()})
+        return self.gather({n: functools.partial(call, n, u) for n, u in self.urls.items()})
 
-    def _job(self, method: str, url: str, rid: str, incoming: Mapping[str, str], body: Any) -> Job:
+    def _call(
+        self, method: str, url: str, rid: str, incoming: Mapping[str, str], body: Any
+    ) -> Call:
         return lambda: fetch(self.client, method, url, rid, self.deadline, incoming, body)
 
     def _sample(self, name: str, url: str, rid: str, incoming: Mapping[str, str]) -> Any:

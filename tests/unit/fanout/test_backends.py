@@ -13,8 +13,8 @@ import pytest
 from aiohttp import web
 
 from functions.core.client import Client
-from functions.fanout_proxy.backends import Backends, fetch
-from functions.fanout_proxy.logic import Failure
+from functions.fanout.backends import Backends, fetch
+from functions.fanout.logic import Failure
 from tests.helpers import AppThread, free_port
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import chi2_contingency
 
-from functions.prediction_log.abreport import percentile, report, two_proportion_z, wilson
+from functions.prediction_log.ab_report import percentile, report, two_proportion_z, wilson
 
 
 def test_percentiles_match_numpy() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from functions.core.settings import SettingsError, build_settings
-from functions.fanout_proxy.settings import FanoutSettings
+from functions.fanout.settings import FanoutSettings
 
 
 def test_pairs_in_order_with_spaces_and_trailing_slashes(monkeypatch: pytest.MonkeyPatch) -> None:

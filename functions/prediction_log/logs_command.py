@@ -1,6 +1,6 @@
 """Read the prediction log from a terminal: a table, or JSON lines for tools.
 
-    python -m functions.prediction_log.query [--url http://localhost:8080/prediction-log]
+    python -m functions.prediction_log.logs_command [--url http://localhost:8080/prediction-log]
         [--job-id ID] [--model M] [--variant V] [--outliers] [--since T] [--until T]
         [--limit N] [--format table|jsonl]
 

@@ -12,7 +12,7 @@ from functions.core.errors import (
     ServiceUnavailable,
     ValidationFailed,
 )
-from functions.fanout_proxy.logic import (
+from functions.fanout.logic import (
     Answer,
     Failure,
     Fanned,

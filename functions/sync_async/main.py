@@ -22,9 +22,9 @@ from functions.core.jobstore import open_store
 from functions.core.openapi import Operation
 from functions.core.preprocessing import decode_base64
 from functions.core.recording import Observer
-from functions.sync_async_proxy import logic
-from functions.sync_async_proxy.schemas import ImageRequest
-from functions.sync_async_proxy.settings import SyncAsyncSettings
+from functions.sync_async import logic
+from functions.sync_async.schemas import ImageRequest
+from functions.sync_async.settings import SyncAsyncSettings
 
 
 class SyncAsyncService:
@@ -129,5 +129,5 @@ class SyncAsyncService:
         return logic.parse_json(response.body)
 
 
-service = lazy_service(SyncAsyncService, SyncAsyncSettings, "sync_async_proxy")
+service = lazy_service(SyncAsyncService, SyncAsyncSettings, "sync_async")
 sync_async, warm = entry_points("sync_async", service)
