@@ -156,6 +156,11 @@ class Observer:
         self.recorder = Recorder(settings, model, version) if settings.publishes else None
         self._start = start
 
+    @property
+    def recording(self) -> bool:
+        """Whether records are written (a K_SINK or Pub/Sub): if not, an entry is scratch."""
+        return self.recorder is not None
+
     def entry(self, request: Request) -> LogEntry:
         """The log entry of ``request``, for its handler to fill (made on first use)."""
         if self.recorder is None:

@@ -103,7 +103,7 @@ class PredictService:
             request,
             self.settings.max_body_bytes,
             untyped_is_json=untyped_is_json,
-            received=self.log.entry(request).received,
+            received=self.log.entry(request).received if self.log.recording else None,
         )
 
     def _protocol_body(self, request: Request) -> bytes:
@@ -120,7 +120,8 @@ class PredictService:
     def _json(
         self, request: Request, rid: str, body: dict[str, Any], label: Label | None = None
     ) -> Response:
-        logged.answered(self.log.entry(request), body, label)
+        if self.log.recording:  # else nothing reads it: the hot path skips it
+            logged.answered(self.log.entry(request), body, label)
         return json_response(body, rid)
 
     # -- the seeds' endpoints ------------------------------------------------------------
