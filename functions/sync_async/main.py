@@ -15,6 +15,7 @@ from flask import Request, Response
 from functions.core import transport
 from functions.core.cards import load_card
 from functions.core.client import Client
+from functions.core.codecs import ImageRequest
 from functions.core.entry import entry_points, lazy_service
 from functions.core.errors import BadRequest, FunctionError, NotFound, ServiceUnavailable
 from functions.core.http import HttpApp, Route, json_response, parse_model, read_body
@@ -23,7 +24,6 @@ from functions.core.openapi import Operation
 from functions.core.preprocessing import decode_base64
 from functions.core.recording import Observer
 from functions.sync_async import logic
-from functions.sync_async.schemas import ImageRequest
 from functions.sync_async.settings import SyncAsyncSettings
 
 
