@@ -119,21 +119,27 @@ async def serve(platform: Platform, launcher: Launcher, host: str, port: int, gr
         lambda: RouteTable.build(platform.resources(), upstreams, platform.rng),
         platform.gateway_url,
         next((f"{platform.broker_url}/{key}" for key in broker.topology.brokers), None),
+        local_url=platform.local_gateway_url,
     )
     in_flight = InFlight()
-    gateway_app, broker_app = gateway.app(), broker.app()
-    gateway_app.middlewares.insert(0, in_flight.middleware)  # outermost: every answer
-    gateway_app.cleanup_ctx.append(
+    # Two listeners, as a cluster's two ingresses: the public one refuses cluster-local
+    # Services; the Services' own calls go to the cluster-local one, which serves them all.
+    public_app, local_app, broker_app = gateway.app(public=True), gateway.app(), broker.app()
+    for app in (public_app, local_app):
+        app.middlewares.insert(0, in_flight.middleware)  # outermost: every answer
+    local_app.cleanup_ctx.append(
         watch([platform.knative, platform.eventing], [gateway.reload, broker.reload])
     )
-    gateway_runner = web.AppRunner(gateway_app, access_log=None, shutdown_timeout=grace)
-    broker_runner = web.AppRunner(broker_app, access_log=None, shutdown_timeout=grace)
-    await gateway_runner.setup()
-    await broker_runner.setup()
-    public = web.TCPSite(gateway_runner, host, port)
+    public_runner, local_runner, broker_runner = (
+        web.AppRunner(app, access_log=None, shutdown_timeout=grace)
+        for app in (public_app, local_app, broker_app)
+    )
+    for runner in (public_runner, local_runner, broker_runner):
+        await runner.setup()
+    public = web.TCPSite(public_runner, host, port)
     for site in (
         public,
-        web.SockSite(gateway_runner, platform.local_socket),
+        web.SockSite(local_runner, platform.local_socket),
         web.SockSite(broker_runner, platform.broker_socket),
     ):
         await site.start()
@@ -150,7 +156,8 @@ async def serve(platform: Platform, launcher: Launcher, host: str, port: int, gr
         await broker_runner.cleanup()  # closes the ingress, then delivers what it accepted
     finally:
         await asyncio.to_thread(launcher.stop)  # SIGTERM: each Service drains
-    await gateway_runner.cleanup()
+    await public_runner.cleanup()
+    await local_runner.cleanup()
 
 
 async def _until_ready(launcher: Launcher, stop: asyncio.Event, seconds: float) -> list[str]:
@@ -173,7 +180,8 @@ def _banner(
     for entry in gateway.describe()["services"]:
         name = entry["name"]
         state = "NOT READY" if name in missing else "ready"
-        emit(f"  {name:<18} curl {entry['url']}/health   [{state}]  Host: {entry['host']}")
+        private = "  (cluster-local)" if entry.get("visibility") == "cluster-local" else ""
+        emit(f"  {name:<18} curl {entry['url']}/health   [{state}]  Host: {entry['host']}{private}")
     emit("\nCtrl-C stops everything.")
 
 

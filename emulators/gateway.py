@@ -10,6 +10,13 @@ change (``reload``, driven by ``manifests.watch``) without dropping requests, an
 routes at ``GET /_routes``. The path is routed and forwarded as it arrived, percent-encoding
 untouched, as Envoy does.
 
+One gateway serves two listeners, as a cluster has two ingresses: ``app(public=True)`` is
+the public one (``knative-ingress-gateway``), which refuses cluster-local Services (labelled
+``networking.knative.dev/visibility: cluster-local``) with a 404, as Knative's does, and
+drops headers only the platform may set (``PLATFORM_HEADERS``) from what a client sent;
+``app()`` is ``knative-local-gateway``, which the Services' own calls reach and which serves
+every Service.
+
 Every answer of its own is a problem+json (``problems`` also shapes aiohttp's routing and
 body-limit errors and unexpected exceptions), with one exception: a request aiohttp's HTTP
 parser rejects (a control character in a header, a request line or header over 8190 bytes,
@@ -41,6 +48,10 @@ from functions.core.errors import (
 )
 
 logger = logging.getLogger(__name__)
+
+PUBLIC = web.AppKey("public", bool)
+# Set by the routes and the platform's own Services, never taken from a client at the edge.
+PLATFORM_HEADERS = frozenset({"x-ab-assignment"})
 
 DOMAIN = "example.com"  # Knative's default domain; curl with -H "Host: iris.ml-serving.example.com"
 # RFC 9110 §7.6.1 connection-specific fields, never forwarded by a proxy.
@@ -84,11 +95,15 @@ class Gateway:
         public_url: str,
         broker_url: str | None = None,
         max_body_bytes: int = 256 * 1024 * 1024,  # the functions set their own limits
+        local_url: str | None = None,
     ) -> None:
+        """``public_url`` and ``local_url`` are where the two listeners are reached (the
+        same where one listener serves both, as in the tests' in-process platform)."""
         self._build_table = build_table
         self.max_body_bytes = max_body_bytes
         self.table = build_table()
         self.public_url, self.broker_url = public_url.rstrip("/"), broker_url
+        self.local_url = (local_url or public_url).rstrip("/")
         self._breakers: dict[str, Breaker] = {}
         self._upstreams = Upstreams()
 
@@ -96,12 +111,16 @@ class Gateway:
         """Swap in routes from the manifests as they are now; requests in flight keep theirs."""
         self.table = self._build_table()
 
-    def app(self) -> web.Application:
+    def app(self, *, public: bool = False) -> web.Application:
+        """The public listener's application, or (the default) the cluster-local one's,
+        which also closes the upstream connections when it is cleaned up."""
         app = web.Application(client_max_size=self.max_body_bytes, middlewares=[problems])
+        app[PUBLIC] = public
         app.router.add_get("/_routes", self._routes)
         # [\s\S], not ".": aiohttp matches the decoded path, in which a %0A is a newline.
         app.router.add_route("*", r"/{tail:[\s\S]*}", self._forward)
-        app.cleanup_ctx.append(self._lifecycle)
+        if not public:
+            app.cleanup_ctx.append(self._lifecycle)
         return app
 
     async def _lifecycle(self, app: web.Application) -> Any:
@@ -112,16 +131,22 @@ class Gateway:
 
     async def _forward(self, request: web.Request) -> web.StreamResponse:
         rid = request_id(request)
+        public = request.app[PUBLIC]
         try:
             headers = {k.lower(): v for k, v in request.headers.items()}
-            decision = self.table.decide(request.host, request.rel_url.raw_path, headers)
-            return await self._send(request, decision, rid)
+            if public:
+                headers = {k: v for k, v in headers.items() if k not in PLATFORM_HEADERS}
+            path = request.rel_url.raw_path
+            decision = self.table.decide(request.host, path, headers, public=public)
+            return await self._send(request, decision, rid, public)
         except NoRoute as e:
             return problem(NotFound(str(e)), rid)
         except FunctionError as e:
             return problem(e, rid)
 
-    async def _send(self, request: web.Request, decision: Decision, rid: str) -> web.StreamResponse:
+    async def _send(
+        self, request: web.Request, decision: Decision, rid: str, public: bool
+    ) -> web.StreamResponse:
         target = decision.target
         if target.upstream is None:
             raise ServiceUnavailable(f"revision {target.revision} does not run locally")
@@ -131,6 +156,8 @@ class Gateway:
             raise error_for_status(decision.abort, f"fault injected by {decision.route}")
         # Expect was answered here already (aiohttp sends the 100 Continue itself).
         replaced = HOP_BY_HOP | {"x-request-id", "expect"} | {n for n, _ in decision.set_headers}
+        if public:
+            replaced |= PLATFORM_HEADERS
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in replaced]
         headers += [("X-Request-Id", rid), *decision.set_headers]  # the route's values win
         body = await request.read()
@@ -169,6 +196,10 @@ class Gateway:
             if name in self.table.services:
                 svc = self.table.services[name]
                 entry["host"] = f"{name}.{svc.namespace}.{DOMAIN}"
+                if svc.cluster_local:  # reached through the cluster-local gateway only
+                    entry["url"] = f"{self.local_url}/{name}"
+                    entry["host"] = f"{name}.{svc.namespace}.svc.cluster.local"
+                entry["visibility"] = "cluster-local" if svc.cluster_local else "public"
                 entry["traffic"] = [
                     {
                         "revision": t.revision,
@@ -182,6 +213,9 @@ class Gateway:
             else:
                 vs = self.table.virtual[name]
                 entry["host"] = vs.hosts[0] if vs.hosts else f"{name}.{vs.namespace}.{DOMAIN}"
+                entry["visibility"] = "public" if vs.public else "mesh"
+                if not vs.public:
+                    entry["url"] = f"{self.local_url}/{name}"
                 entry["traffic"] = []
                 entry["rules"] = [
                     {
@@ -198,4 +232,8 @@ class Gateway:
                     for rule in vs.rules
                 ]
             services.append(entry)
-        return {"services": services, "broker": {"url": self.broker_url}}
+        return {
+            "services": services,
+            "broker": {"url": self.broker_url},
+            "cluster_local_gateway": {"url": self.local_url},
+        }

@@ -88,6 +88,7 @@ class ServiceSpec:
     timeout_seconds: int
     annotations: dict[str, str] = field(default_factory=dict)
     traffic: tuple[TrafficTarget, ...] = ()
+    cluster_local: bool = False  # labelled networking.knative.dev/visibility: cluster-local
 
     def injected_env(self, port: int) -> dict[str, str]:
         """What Knative Serving adds to the container's env (the runtime contract)."""
@@ -97,6 +98,9 @@ class ServiceSpec:
             "K_REVISION": self.revision,
             "K_CONFIGURATION": self.name,
         }
+
+
+VISIBILITY_LABEL = "networking.knative.dev/visibility"
 
 
 def service_spec(resource: Resource) -> ServiceSpec:
@@ -116,6 +120,7 @@ def service_spec(resource: Resource) -> ServiceSpec:
         container_concurrency=int(template["spec"].get("containerConcurrency", 0)),
         timeout_seconds=int(template["spec"].get("timeoutSeconds", 300)),
         annotations=template.get("metadata", {}).get("annotations", {}),
+        cluster_local=meta.get("labels", {}).get(VISIBILITY_LABEL) == "cluster-local",
         traffic=tuple(
             TrafficTarget(
                 latest

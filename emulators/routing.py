@@ -23,6 +23,7 @@ VIRTUAL_SERVICE_KINDS = {
     (f"networking.istio.io/{v}", "VirtualService") for v in ("v1", "v1beta1", "v1alpha3")
 }
 KNATIVE_LOCAL_GATEWAY = "knative-local-gateway"
+KNATIVE_INGRESS_GATEWAY = "knative-ingress-gateway"  # the public one (knative-serving/...)
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class KService:
     targets: tuple[Target, ...]
     container_concurrency: int
     timeout: float
+    cluster_local: bool = False  # served by the cluster-local gateway only
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,7 @@ class VirtualService:
     namespace: str
     hosts: tuple[str, ...]
     rules: tuple[HttpRule, ...]
+    public: bool = False  # bound to Knative's ingress gateway (else the mesh's only)
 
 
 @dataclass(frozen=True)
@@ -153,9 +156,19 @@ class RouteTable:
             return first, "/" + rest, None
         raise NoRoute(f"no Knative Service or VirtualService for host {host!r} or path {path!r}")
 
-    def decide(self, host: str, path: str, headers: Mapping[str, str]) -> Decision:
-        """Headers must be keyed in lower case."""
+    def decide(
+        self, host: str, path: str, headers: Mapping[str, str], *, public: bool = False
+    ) -> Decision:
+        """Headers must be keyed in lower case. ``public``: the request came to the public
+        ingress, which serves neither cluster-local Services nor VirtualServices bound to the
+        mesh only, and answers them as it answers a name it does not know (404, as Knative's
+        ingress does). A VirtualService on the ingress may still route to a cluster-local
+        Service: it hands the request to Knative's local gateway, as on a cluster."""
         name, inner, tag = self.locate(host, path)
+        if public and not self._public(name):
+            raise NoRoute(
+                f"no Knative Service or VirtualService for host {host!r} or path {path!r}"
+            )
         if name in self.virtual:
             return self._through_virtual(self.virtual[name], inner, headers)
         service = self.services[name]
@@ -165,6 +178,11 @@ class RouteTable:
             inner,
             service.timeout,
         )
+
+    def _public(self, name: str) -> bool:
+        if name in self.virtual:
+            return self.virtual[name].public
+        return not self.services[name].cluster_local
 
     def _through_virtual(
         self, vs: VirtualService, path: str, headers: Mapping[str, str]
@@ -229,6 +247,7 @@ def _kservice(spec: ServiceSpec, upstreams: Mapping[str, str]) -> KService:
         targets=targets,
         container_concurrency=spec.container_concurrency,
         timeout=float(spec.timeout_seconds),
+        cluster_local=spec.cluster_local,
     )
 
 
@@ -294,6 +313,9 @@ def _virtual(resource: Resource) -> VirtualService:
         namespace=doc["metadata"].get("namespace", "default"),
         hosts=tuple(doc["spec"].get("hosts", [])),
         rules=tuple(rules),
+        public=any(
+            g.rsplit("/", 1)[-1] == KNATIVE_INGRESS_GATEWAY for g in doc["spec"].get("gateways", [])
+        ),
     )
 
 

@@ -179,19 +179,25 @@ def catch_all(handler: Handler) -> web.Application:
 
 
 class AppThread:
-    """An aiohttp application served on a free loopback port from a thread of its own."""
+    """aiohttp applications served on free loopback ports from one thread (one event loop) of
+    their own: ``url`` is the first's, ``urls`` every one's."""
 
-    def __init__(self, app: web.Application, port: int | None = None) -> None:
+    def __init__(
+        self, app: web.Application, port: int | None = None, *more: web.Application
+    ) -> None:
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        ports = [self.port, *(free_port() for _ in more)]
+        self.urls = [f"http://127.0.0.1:{p}" for p in ports]
+        self.url = self.urls[0]
         self.loop = asyncio.new_event_loop()
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runners = [web.AppRunner(a, access_log=None) for a in (app, *more)]
         started = threading.Event()
 
         def run() -> None:
             asyncio.set_event_loop(self.loop)
-            self.loop.run_until_complete(self._runner.setup())
-            self.loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
+            for runner, listen in zip(self._runners, ports, strict=True):
+                self.loop.run_until_complete(runner.setup())
+                self.loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", listen).start())
             started.set()
             self.loop.run_forever()
 
@@ -200,7 +206,8 @@ class AppThread:
         assert started.wait(10), "the app did not start"
 
     def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self.loop).result(30)
+        for runner in reversed(self._runners):
+            asyncio.run_coroutine_threadsafe(runner.cleanup(), self.loop).result(30)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
         self.loop.close()

@@ -36,10 +36,12 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "JOB_STORE_URL": f"sqlite://{state / 'jobs.sqlite3'}",
     }
     with server(command, env, f"{url}/_routes"):
+        # Each where it is served: a cluster-local Service on the cluster-local listener.
+        routes = {s["name"]: s["url"] for s in httpx.get(f"{url}/_routes").json()["services"]}
         for name in SERVICES:
             wait_for(
                 lambda name=name: (
-                    True if httpx.get(f"{url}/{name}/health").status_code == 200 else None
+                    True if httpx.get(f"{routes[name]}/health").status_code == 200 else None
                 ),
                 120,
                 f"{name} behind the gateway",

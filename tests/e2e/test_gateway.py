@@ -242,3 +242,80 @@ def test_weighted_split_and_manifest_changes_through_real_predictors(
                 assert time.monotonic() < deadline, "the new weights never applied"
     finally:
         gw.stop()
+
+
+def private(name: str) -> dict[str, object]:
+    doc = ksvc(name)
+    doc["metadata"] = {
+        "name": name,
+        "labels": {"networking.knative.dev/visibility": "cluster-local"},
+    }
+    return doc
+
+
+@pytest.fixture
+def two_listeners(tmp_path: Path, echo: str) -> Iterator[tuple[str, str]]:
+    """The public and the cluster-local listener of one gateway, as `make dev` runs them."""
+    upstreams = {"open-00001": echo, "private-00001": echo}
+    on_ingress = virtual("edge", [{"route": [to("private", 100)]}])
+    on_ingress["spec"]["gateways"] = ["knative-serving/knative-ingress-gateway"]  # type: ignore[index]
+    mesh_only = virtual("inside", [{"route": [to("open", 100)]}])
+    write_manifests(tmp_path, [ksvc("open"), private("private"), on_ingress, mesh_only])
+    gateway = Gateway(lambda: RouteTable.build(load_kustomization(tmp_path), upstreams), "x")
+    served = AppThread(gateway.app(), None, gateway.app(public=True))  # one loop, as in dev
+    local, public = served.urls
+    gateway.public_url, gateway.local_url = public, local
+    yield public, local
+    served.stop()
+
+
+@pytest.mark.parametrize(
+    ("path", "host"),
+    [("/private/health", None), ("/", "private.ns.example.com"),
+     ("/", "private.ns.svc.cluster.local"), ("/inside/", None)],
+)  # fmt: skip
+def test_the_public_listener_refuses_what_is_cluster_local(
+    two_listeners: tuple[str, str], path: str, host: str | None
+) -> None:
+    public, local = two_listeners
+    headers = {"Host": host} if host else {}
+    refused = httpx.get(public + path, headers=headers)
+    unknown = httpx.get(f"{public}/nothing-by-that-name/")
+    assert refused.status_code == 404  # as Knative's ingress answers: as if it did not exist
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.json()["title"] == unknown.json()["title"]
+    assert httpx.get(local + path, headers=headers).status_code == 200
+
+
+def test_a_route_on_the_ingress_still_reaches_a_cluster_local_service(
+    two_listeners: tuple[str, str],
+) -> None:
+    public, _ = two_listeners
+    assert httpx.get(f"{public}/edge/x").json()["path"] == "/x"
+    assert httpx.get(f"{public}/open/x").json()["path"] == "/x"
+
+
+def test_platform_headers_from_a_client_are_dropped_at_the_edge_only(
+    two_listeners: tuple[str, str],
+) -> None:
+    public, local = two_listeners
+    forged = {"X-AB-Assignment": "sticky"}
+    assert "x-ab-assignment" not in httpx.get(f"{public}/open/", headers=forged).json()["headers"]
+    assert "x-ab-assignment" not in httpx.get(f"{public}/edge/", headers=forged).json()["headers"]
+    inside = httpx.get(f"{local}/open/", headers=forged).json()["headers"]
+    assert inside["x-ab-assignment"] == "sticky"  # the platform's own Services may set it
+
+
+def test_routes_list_every_service_with_its_visibility(two_listeners: tuple[str, str]) -> None:
+    public, local = two_listeners
+    routes = httpx.get(f"{public}/_routes").json()
+    by_name = {s["name"]: s for s in routes["services"]}
+    assert set(by_name) == {"open", "private", "edge", "inside"}
+    assert (by_name["private"]["visibility"], by_name["private"]["url"]) == (
+        "cluster-local",
+        f"{local}/private",
+    )
+    assert by_name["private"]["traffic"][0]["upstream"]
+    assert (by_name["open"]["visibility"], by_name["open"]["url"]) == ("public", f"{public}/open")
+    assert by_name["inside"]["visibility"] == "mesh"
+    assert routes["cluster_local_gateway"]["url"] == local
