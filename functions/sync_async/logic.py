@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from functions.core import events
-from functions.core.errors import ServiceUnavailable, error_for_status
+from functions.core.errors import BadRequest, ServiceUnavailable, error_for_status
 from functions.core.event_data import InferenceRequestedData
-from functions.core.jobstore import Job
+from functions.core.jobstore import RETRY_AFTER_SECONDS, Job
 
 
 def parse_json(raw: bytes) -> Any:
@@ -32,8 +34,48 @@ def fast_label(status: int, body: Any) -> str:
     raise error_for_status(status, message) if 400 <= status < 500 else ServiceUnavailable(message)
 
 
-def new_job(job_id: str, fast_model: str, label: str, now: float, deadline: float) -> Job:
-    return Job(job_id, now, now + deadline, {"model": fast_model, "prediction": label})
+def digest(raw: bytes) -> str:
+    """What a retry's input is compared by."""
+    return hashlib.sha256(raw).hexdigest()
+
+
+def new_job(
+    job_id: str, fast_model: str, label: str, now: float, deadline: float, input_digest: str = ""
+) -> Job:
+    fast = {"model": fast_model, "prediction": label}
+    return Job(job_id, now, now + deadline, fast, digest=input_digest)
+
+
+def resumed(existing: Job | None, job_id: str, input_digest: str) -> Job:
+    """The stored job a second accept of ``job_id`` goes on with: the same input, not failed
+    (a 400 otherwise: the id is taken). It is queued again when it is pending and its event
+    was never sent; else its fast answer is answered again."""
+    if existing is None:  # expired, or the store was reset, since the create said it exists
+        detail = f"job {job_id} changed while it was accepted: retry"
+        raise ServiceUnavailable(detail, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+    if existing.digest != input_digest:
+        raise BadRequest(f"job {job_id} exists already: send a new X-Request-Id")
+    if existing.status == "failed":
+        raise BadRequest(f"job {job_id} failed ({existing.reason}): send a new X-Request-Id")
+    return existing
+
+
+def unknown_job(job_id: str, since: float | None, now: float, ttl: float) -> str:
+    """The 404's detail for a job the store does not hold: a store that started empty less
+    than ``ttl`` ago (new, or reset without its data) says since when, so a client that sent
+    the job earlier knows it was lost (not expired) and sends it again."""
+    if since is None:
+        return f"no job {job_id}: the job store holds no jobs (it is new, or lost its data)"
+    if now - since < ttl:
+        return (
+            f"no job {job_id}: unknown to the job store, which started empty at "
+            f"{iso_time(since)}: a job sent before then was lost, send it again"
+        )
+    return f"no job {job_id} (unknown, or its result expired)"
+
+
+def iso_time(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def request_event(

@@ -8,6 +8,7 @@ the job; ``/health``, ``/health/all``, ``/metadata``. See docs/sync-async.md.
 from __future__ import annotations
 
 import base64
+import logging
 import time
 
 from flask import Request, Response
@@ -17,14 +18,17 @@ from functions.core.cards import load_card
 from functions.core.client import Client
 from functions.core.codecs import ImageRequest
 from functions.core.entry import entry_points, lazy_service
-from functions.core.errors import BadRequest, FunctionError, NotFound, ServiceUnavailable
+from functions.core.errors import FunctionError, NotFound, ServiceUnavailable
 from functions.core.http import HttpApp, Route, json_response, parse_model, read_body
-from functions.core.jobstore import open_store
+from functions.core.jobstore import RETRY_AFTER_SECONDS, StoreUnavailable, open_store
 from functions.core.openapi import Operation
 from functions.core.preprocessing import decode_base64
 from functions.core.recording import Observer
 from functions.sync_async import logic
 from functions.sync_async.settings import SyncAsyncSettings
+
+logger = logging.getLogger(__name__)
+STORE_SINCE_HEADER = "Job-Store-Since"  # when the job store started empty (RFC 3339, UTC)
 
 
 class SyncAsyncService:
@@ -85,11 +89,28 @@ class SyncAsyncService:
         job_id = str((request.view_args or {})["job_id"])
         found = self.store.get(job_id)
         if found is None:
-            raise NotFound(f"no job {job_id} (unknown, or its result expired)")
+            since = self.store.since()
+            detail = logic.unknown_job(job_id, since, time.time(), self.settings.job_ttl_seconds)
+            headers = {STORE_SINCE_HEADER: logic.iso_time(since)} if since is not None else {}
+            raise NotFound(detail, headers=headers)
         return json_response(logic.job_body(found, time.time(), self.settings.slow_model), rid)
 
     def _accept(self, raw: bytes, rid: str, request: Request) -> Response:
-        """Fast answer first (its failure creates no job), then the job, then the event."""
+        """Accept one job, ordered so that a failure half-way leaves nothing a retry with the
+        same X-Request-Id cannot use, or a job marked failed with the reason:
+
+        1. the fast answer: its failure creates no job;
+        2. the job, ``pending``, not ``queued``. A store error is a 503 that leaves no job or,
+           when a timed-out write landed after all, a pending one no event was sent for;
+        3. the input blob (large inputs), then 4. the event. A failure marks the job failed
+           ("not queued"; 503: send a new id); when that fails too the job stays pending and
+           not queued (503: retry with the same id);
+        5. ``queued``, best effort: the event is out, so the answer is 200 even if this write
+           fails; a retry of a job left unmarked sends its event again, which changes nothing
+           (a job ends once).
+
+        A second accept of an id with the same input takes a pending job no event was sent for
+        over (steps 3-5); one that was queued or done answers its fast label again."""
         s = self.settings
         payload = {"image_data": base64.b64encode(raw).decode()}
         answer = self.client.call(
@@ -97,20 +118,37 @@ class SyncAsyncService:
             incoming=request.headers, json=payload,
         )  # fmt: skip
         label = logic.fast_label(answer.status, logic.parse_json(answer.body))
-        job = logic.new_job(rid, s.fast_model, label, time.time(), s.job_deadline_seconds)
+        digest = logic.digest(raw)
+        job = logic.new_job(rid, s.fast_model, label, time.time(), s.job_deadline_seconds, digest)
         if not self.store.create(job):
-            raise BadRequest(f"job {rid} exists already: send a new X-Request-Id")
+            job = logic.resumed(self.store.get(rid), rid, digest)
+        if job.status == "pending" and not job.queued:
+            self._queue(rid, raw)
+        fast = {s.fast_model: str(job.fast["prediction"])}
+        self.log.entry(request).output = fast  # the proxy's hop in the log: the fast answer
+        return json_response({"job_id": rid, **fast}, rid)
+
+    def _queue(self, rid: str, raw: bytes) -> None:
+        """Steps 3-5 of ``_accept``: blob, event, ``queued``."""
+        s = self.settings
         event, blob = logic.request_event(rid, raw, s.inline_max_bytes, f"/{s.k_service}")
         try:
             if blob is not None:
                 self.store.put_blob(rid, blob)
             self.events.publish(event)
         except ServiceUnavailable as e:
-            self.store.finish(rid, "failed", str(event["id"]), reason=f"not queued: {e.detail}")
-            raise
-        fast = {s.fast_model: label}
-        self.log.entry(request).output = fast  # the proxy's hop in the log: the fast answer
-        return json_response({"job_id": rid, **fast}, rid)
+            retry = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+            try:
+                self.store.finish(rid, "failed", str(event["id"]), reason=f"not queued: {e.detail}")
+            except StoreUnavailable:
+                detail = f"{e.detail}; job {rid} is not queued: retry with the same X-Request-Id"
+                raise ServiceUnavailable(detail, headers=retry) from e
+            detail = f"{e.detail}; job {rid} failed, not queued: send a new X-Request-Id"
+            raise ServiceUnavailable(detail, headers=e.headers or retry) from e
+        try:
+            self.store.mark_queued(rid)
+        except StoreUnavailable as e:  # the event is out: the worker will end the job
+            logger.warning("job %s queued but not marked: %s", rid, e.detail, extra={"job_id": rid})
 
     def _health(self, url: str, rid: str, request: Request) -> str:
         try:

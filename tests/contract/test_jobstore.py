@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from functions.core.jobstore import TIMED_OUT, Job, JobStore, open_store
+from functions.core.jobstore import TIMED_OUT, Job, JobStore, StoreUnavailable, open_store
 from tests.helpers import wait_for
-from tests.redis_server import redis_server
+from tests.redis_server import RedisServer, redis_server, running_redis
 
 
 @pytest.fixture(scope="module")
@@ -144,3 +145,125 @@ def test_an_unreachable_redis_says_why() -> None:
         assert unreachable.ping().startswith("redis: ")
     finally:
         unreachable.close()
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    with running_redis() as server:
+        yield server
+
+
+def unavailable(call: Callable[[], object]) -> StoreUnavailable:
+    with pytest.raises(StoreUnavailable) as caught:
+        call()
+    assert caught.value.status == 503
+    assert caught.value.headers["Retry-After"] == "2"
+    return caught.value
+
+
+def every_call(store: JobStore) -> list[Callable[[], object]]:
+    return [
+        lambda: store.create(pending("x")),
+        lambda: store.get("x"),
+        lambda: store.finish("x", "done", "e"),
+        lambda: store.mark_queued("x"),
+        lambda: store.since(),
+        lambda: store.put_blob("x", b"data"),
+        lambda: store.get_blob("x"),
+    ]
+
+
+def test_a_killed_redis_is_a_503_with_retry_after_on_every_call(own_redis: RedisServer) -> None:
+    store = open_store(own_redis.url, ttl=60)
+    try:
+        assert store.create(pending("before"))
+        own_redis.kill()
+        for call in every_call(store):
+            assert "redis" in unavailable(call).detail
+        assert store.ping().startswith("redis: ")
+        own_redis.start()  # back (empty): the store answers again on its own
+        assert store.get("before") is None
+        assert store.create(pending("after"))
+    finally:
+        store.close()
+
+
+def test_a_frozen_redis_is_a_503_within_the_socket_timeout(own_redis: RedisServer) -> None:
+    store = open_store(own_redis.url + "?socket_timeout=0.3", ttl=60)
+    try:
+        store.ping()
+        own_redis.freeze()
+        started = time.monotonic()
+        for call in every_call(store):
+            unavailable(call)
+        assert time.monotonic() - started < 7 * 0.3 + 2  # no retries of a timed-out command
+    finally:
+        own_redis.thaw()
+        store.close()
+
+
+def test_an_sqlite_file_that_cannot_be_opened_is_a_503(tmp_path: Path) -> None:
+    (tmp_path / "not-a-dir").write_text("")
+    store = open_store(f"sqlite:///{tmp_path / 'not-a-dir' / 'jobs.sqlite3'}", ttl=60)
+    for call in every_call(store):
+        assert "sqlite" in unavailable(call).detail
+    assert store.ping().startswith("sqlite: ")
+    store.close()
+
+
+def test_a_locked_sqlite_file_is_a_503(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    store = open_store(f"sqlite:///{path}?timeout=0.1", ttl=60)
+    assert store.create(pending("a"))
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another process writing for longer than the timeout
+    try:
+        for call in (
+            lambda: store.create(pending("b")),
+            lambda: store.finish("a", "done", "e"),
+            lambda: store.put_blob("a", b"data"),
+        ):
+            assert "locked" in unavailable(call).detail
+        assert store.get("a") is not None  # WAL: readers still read
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+        store.close()
+
+
+def test_a_job_is_marked_queued_while_pending_only(store: JobStore) -> None:
+    store.create(pending("a"))
+    assert store.mark_queued("a")
+    found = store.get("a")
+    assert found is not None
+    assert (found.status, found.queued) == ("pending", True)
+    store.finish("a", "done", "e")
+    assert not store.mark_queued("a")
+    assert not store.mark_queued("unknown")
+
+
+def test_since_is_when_the_store_started_empty(store: JobStore) -> None:
+    assert store.since() is None
+    before = time.time()
+    store.create(pending("a"))
+    since = store.since()
+    assert since is not None
+    assert before - 1 <= since <= time.time()
+    store.create(pending("b"))
+    assert store.since() == since
+
+
+def test_a_restarted_redis_starts_a_new_epoch(own_redis: RedisServer) -> None:
+    store = open_store(own_redis.url, ttl=60)
+    try:
+        store.create(pending("a"))
+        first = store.since()
+        own_redis.restart()
+        assert store.since() is None  # it holds nothing: no job read from it can be trusted
+        store.create(pending("b"))
+        second = store.since()
+        assert first is not None
+        assert second is not None
+        assert second > first
+    finally:
+        store.close()

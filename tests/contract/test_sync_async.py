@@ -1,21 +1,25 @@
 """The sync-async functions in-process, as functions-framework builds them, with real
-CloudEvents, a real slow model and a real SQLite job store."""
+CloudEvents, a real slow model and a real job store (SQLite; redis-server for outages)."""
 
 from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager as ContextManager
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from aiohttp import web
 from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 
 from functions.core import events
 from functions.core.jobstore import Job, JobStore, open_store
-from tests.helpers import free_port, function_client, sample_bytes
+from tests.helpers import AppThread, catch_all, free_port, function_client, sample_bytes
+from tests.redis_server import RedisServer, running_redis
 
 CAT = sample_bytes("cat.png")
 
@@ -227,3 +231,231 @@ def test_health_all_names_what_is_down(proxy: FlaskClient) -> None:
     for key in ("efficientnet-lite0", "efficientnet-lite2"):
         assert "unreachable" in health[key]
     assert health["event_sink"].startswith("unreachable")
+
+
+class Backends:
+    """The fast model (always ``tabby``) and the event sink, real HTTP on loopback; the sink
+    records the job id of every ``inference.requested`` event it takes and answers ``sink_status``, after running
+    ``on_event`` (e.g. freezing the job store half-way through an accept)."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+        self.sink_status = 202
+        self.on_event: Callable[[], None] = lambda: None
+        self._thread = AppThread(catch_all(self._handle))
+        self.url = self._thread.url
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        if request.path == "/predict/label":
+            return web.json_response({"prediction": {"label": "tabby"}})
+        event = orjson.loads(await request.read())
+        if event["type"] != events.INFERENCE_REQUESTED:
+            return web.Response(status=202)  # the proxy's prediction log
+        self.on_event()
+        if self.sink_status < 300:
+            self.events.append(event[events.JOB_ID])
+        return web.Response(status=self.sink_status)
+
+    def stop(self) -> None:
+        self._thread.stop()
+
+
+@pytest.fixture
+def backends() -> Iterator[Backends]:
+    running = Backends()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    with running_redis() as server:
+        yield server
+
+
+def proxy_on(store_url: str, backends: Backends) -> ContextManager[FlaskClient]:
+    return function_client(
+        "sync_async",
+        "functions/sync_async/main.py",
+        JOB_STORE_URL=store_url,
+        FAST_URL=backends.url,
+        SLOW_URL=f"http://127.0.0.1:{free_port()}",
+        K_SINK=backends.url + "/sink",
+    )
+
+
+def accept(proxy: FlaskClient, rid: str, image: bytes = CAT) -> TestResponse:
+    body = {"image_data": base64.b64encode(image).decode()}
+    return proxy.post("/predict", json=body, headers={"X-Request-Id": rid})
+
+
+def assert_retry_later(response: TestResponse) -> None:
+    assert response.status_code == 503, response.get_data(as_text=True)
+    assert response.mimetype == "application/problem+json"
+    assert response.headers["Retry-After"] == "2"
+
+
+def orphans(store: JobStore, ids: list[str], sent: list[str]) -> list[str]:
+    """Jobs left pending with no event sent: nothing will ever end them but the deadline."""
+    left = [(rid, store.get(rid)) for rid in ids]
+    return [rid for rid, job in left if job and job.status == "pending" and rid not in sent]
+
+
+def test_a_killed_redis_is_a_503_with_retry_after_on_every_path(
+    own_redis: RedisServer, backends: Backends
+) -> None:
+    url = own_redis.url + "?socket_timeout=0.5"
+    with (
+        proxy_on(url, backends) as proxy,
+        function_client(
+            "async_worker", "functions/async_worker/main.py", JOB_STORE_URL=url
+        ) as worker,
+    ):
+        assert accept(proxy, "up").status_code == 200
+        own_redis.kill()
+        assert_retry_later(accept(proxy, "down"))
+        assert_retry_later(proxy.get("/predict/test", headers={"X-Request-Id": "down-2"}))
+        assert_retry_later(proxy.get("/job/up"))
+        health = proxy.get("/health/all")
+        assert health.status_code == 200
+        assert health.json is not None
+        assert health.json["job_store"].startswith("redis: ")
+        headers, body = requested("up")
+        assert_retry_later(worker.post("/", headers=headers, data=body))
+        headers |= {"ce-knativeerrorcode": "503"}
+        assert_retry_later(worker.post("/dead-letter", headers=headers, data=body))
+    assert backends.events == ["up"]
+
+
+def test_a_store_frozen_mid_way_through_8_accepts_leaves_no_orphan(
+    own_redis: RedisServer, backends: Backends
+) -> None:
+    ids = [f"burst-{i}" for i in range(8)]
+    with proxy_on(own_redis.url + "?socket_timeout=0.3", backends) as proxy:
+        answers = {}
+        for i, rid in enumerate(ids):
+            if i == 4:
+                own_redis.freeze()  # the creates time out; they land once it thaws
+            answers[rid] = accept(proxy, rid)
+        own_redis.thaw()
+        time.sleep(0.5)  # the writes that waited land now
+        failed = [rid for rid in ids if answers[rid].status_code != 200]
+        assert failed == ids[4:]
+        for rid in failed:
+            assert_retry_later(answers[rid])
+        store = open_store(own_redis.url, ttl=60)
+        try:
+            left = orphans(store, ids, backends.events)  # until the client retries
+            assert left
+            assert set(left) <= set(failed)
+            for rid in failed:  # the client's retries, with the same ids
+                retried = accept(proxy, rid)
+                assert retried.status_code == 200, retried.get_data(as_text=True)
+                assert retried.json == {"job_id": rid, "efficientnet-lite0": "tabby"}
+            assert orphans(store, ids, backends.events) == []
+            assert sorted(backends.events) == ids
+        finally:
+            store.close()
+
+
+def test_an_event_not_sent_marks_the_job_failed_at_once(
+    store_url: str, store: JobStore, backends: Backends
+) -> None:
+    backends.sink_status = 503
+    with proxy_on(store_url, backends) as proxy:
+        response = accept(proxy, "n1")
+        assert response.status_code == 503
+        assert response.json is not None
+        assert "send a new X-Request-Id" in response.json["detail"]
+        job = store.get("n1")
+        assert job is not None
+        assert job.status == "failed"
+        assert job.reason is not None
+        assert job.reason.startswith("not queued: ")
+        backends.sink_status = 202
+        again = accept(proxy, "n1")
+        assert again.status_code == 400
+        assert again.json is not None
+        assert "failed (not queued" in again.json["detail"]
+    assert backends.events == []
+
+
+def test_an_event_not_sent_with_the_store_frozen_too_is_taken_over_by_the_retry(
+    own_redis: RedisServer, backends: Backends
+) -> None:
+    backends.sink_status, backends.on_event = 503, own_redis.freeze
+    with proxy_on(own_redis.url + "?socket_timeout=0.3", backends) as proxy:
+        response = accept(proxy, "m1")
+        own_redis.thaw()
+        assert_retry_later(response)
+        assert response.json is not None
+        assert "retry with the same X-Request-Id" in response.json["detail"]
+        backends.sink_status, backends.on_event = 202, lambda: None
+        assert accept(proxy, "m1").status_code == 200
+    store = open_store(own_redis.url, ttl=60)
+    try:
+        job = store.get("m1")
+        assert job is not None
+        assert (job.status, job.queued) == ("pending", True)
+    finally:
+        store.close()
+    assert backends.events == ["m1"]
+
+
+def test_an_event_sent_but_not_marked_is_still_a_200(
+    own_redis: RedisServer, backends: Backends
+) -> None:
+    backends.on_event = own_redis.freeze
+    with proxy_on(own_redis.url + "?socket_timeout=0.3", backends) as proxy:
+        response = accept(proxy, "q1")
+        own_redis.thaw()
+        assert response.status_code == 200
+        backends.on_event = lambda: None
+        assert accept(proxy, "q1").status_code == 200  # unmarked: sent again, harmless
+    assert backends.events == ["q1", "q1"]
+
+
+def test_a_second_accept_of_an_id(store_url: str, store: JobStore, backends: Backends) -> None:
+    with proxy_on(store_url, backends) as proxy:
+        assert accept(proxy, "s1").status_code == 200
+        again = accept(proxy, "s1")  # e.g. the first answer was lost: the same answer
+        assert again.status_code == 200
+        assert again.json == {"job_id": "s1", "efficientnet-lite0": "tabby"}
+        other = accept(proxy, "s1", sample_bytes("china.jpg"))
+        assert other.status_code == 400
+        assert other.json is not None
+        assert "exists already" in other.json["detail"]
+    assert backends.events == ["s1"]
+
+
+def test_jobs_lost_to_a_redis_restart_are_not_read_as_expired(
+    own_redis: RedisServer, backends: Backends
+) -> None:
+    with proxy_on(own_redis.url, backends) as proxy:
+        assert accept(proxy, "early").status_code == 200
+        own_redis.restart()  # empty, as a Redis without persistence comes back
+        lost = proxy.get("/job/early")
+        assert lost.status_code == 404
+        assert lost.json is not None
+        assert "the job store holds no jobs" in lost.json["detail"]
+        assert accept(proxy, "late").status_code == 200
+        lost = proxy.get("/job/early")
+        assert lost.status_code == 404
+        assert lost.json is not None
+        assert "started empty at" in lost.json["detail"]
+        assert "was lost, send it again" in lost.json["detail"]
+        since = lost.headers["Job-Store-Since"]
+        assert lost.json["detail"].count(since) == 1
+        assert proxy.get("/job/late").status_code == 200
+
+
+def test_an_sqlite_file_that_cannot_be_opened_is_a_503(tmp_path: Path, backends: Backends) -> None:
+    (tmp_path / "file").write_text("")
+    with proxy_on(f"sqlite:///{tmp_path / 'file' / 'jobs.sqlite3'}", backends) as proxy:
+        assert_retry_later(accept(proxy, "x1"))
+        assert_retry_later(proxy.get("/job/x1"))
+        health = proxy.get("/health/all")
+        assert health.status_code == 200
+        assert health.json is not None
+        assert health.json["job_store"].startswith("sqlite: ")
+    assert backends.events == []
