@@ -7,7 +7,7 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import pytest
@@ -17,12 +17,17 @@ from tests.helpers import free_port, wait_for
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 
-class RedisServer:
-    """One redis-server without persistence: a restart comes back empty, on the same port."""
+NO_PERSISTENCE = ("--save", "", "--appendonly", "no")
 
-    def __init__(self) -> None:
+
+class RedisServer:
+    """One redis-server, by default without persistence (a restart comes back empty), on the
+    same port across restarts; ``args`` replace the persistence arguments."""
+
+    def __init__(self, args: Sequence[str] = NO_PERSISTENCE) -> None:
         if not shutil.which(REDIS_SERVER):
             pytest.skip("redis-server is not installed (apt-get install redis-server)")
+        self.args = list(args)
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
@@ -32,8 +37,7 @@ class RedisServer:
         import redis
 
         self.process = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1"]
-            + ["--save", "", "--appendonly", "no"],
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", *self.args],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -51,7 +55,7 @@ class RedisServer:
             self.process = None
 
     def restart(self) -> None:
-        """Killed and started again: the same port, no data."""
+        """Killed and started again on the same port (without persistence: empty)."""
         self.kill()
         self.start()
 
@@ -81,8 +85,8 @@ def redis_server() -> Iterator[str]:
 
 
 @contextmanager
-def running_redis() -> Iterator[RedisServer]:
-    server = RedisServer()
+def running_redis(args: Sequence[str] = NO_PERSISTENCE) -> Iterator[RedisServer]:
+    server = RedisServer(args)
     try:
         yield server
     finally:

@@ -4,7 +4,8 @@
 CloudEvents, or a Pub/Sub push envelope): it runs the slow model, stores the result, and
 only then answers with an ``inference.completed`` reply, so a crash before that leaves the
 event to the broker's retries. A job already ended is answered with an empty 202 (at-least-
-once delivery). Errors answer 5xx, which the broker retries; ``POST /dead-letter`` receives
+once delivery). Errors answer 5xx, which the broker retries (a job store it cannot reach is a
+503 with ``Retry-After``, raised by the store itself); ``POST /dead-letter`` receives
 what it gave up on and marks the job failed with the reason. ``GET /health``, ``/metadata``.
 """
 

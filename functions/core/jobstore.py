@@ -145,6 +145,11 @@ class SqliteJobStore:
                 conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.executescript(_SCHEMA)
+                # A file written before the epoch existed: its jobs are older than we can tell.
+                conn.execute(
+                    "INSERT OR IGNORE INTO meta SELECT 'epoch', ? WHERE EXISTS (SELECT 1 FROM jobs)",
+                    (time.time() - self.ttl,),
+                )
             except BaseException:
                 conn.close()
                 raise

@@ -267,3 +267,22 @@ def test_a_restarted_redis_starts_a_new_epoch(own_redis: RedisServer) -> None:
         assert second > first
     finally:
         store.close()
+
+
+def test_an_sqlite_file_from_before_the_epoch_cannot_tell_a_reset(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE jobs (job_id TEXT PRIMARY KEY, expires REAL NOT NULL, doc BLOB)")
+    old.execute("INSERT INTO jobs VALUES ('a', ?, ?)", (time.time() + 60, pending("a").dumps()))
+    old.commit()
+    old.close()
+    store = open_store(f"sqlite:///{path}", ttl=60)
+    try:
+        since = store.since()
+        assert since is not None
+        assert since <= time.time() - 60  # as old as the TTL: a missing job may have expired
+        found = store.get("a")
+        assert found is not None
+        assert found.status == "pending"
+    finally:
+        store.close()
