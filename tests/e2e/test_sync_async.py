@@ -21,7 +21,7 @@ from aiohttp import web
 
 from functions.core.settings import REPO_ROOT
 from tests.helpers import AppThread, LocalPlatform, sample_bytes, wait_for
-from tests.redis_server import redis_server
+from tests.redis_server import redis_server, running_redis
 
 pytestmark = pytest.mark.e2e
 SERVICES = ("imagenet", "sync-async", "async-worker")
@@ -270,5 +270,33 @@ def test_the_flow_over_redis_and_a_result_past_its_ttl_is_gone(tmp_path: Path) -
                 10,
                 "the result to expire",
             )
+        finally:
+            running.stop()
+
+
+def test_a_redis_outage_is_a_503_with_retry_after_and_a_reset_reads_as_lost(
+    tmp_path: Path,
+) -> None:
+    with running_redis() as redis:
+        running = start(tmp_path, JOB_STORE_URL=redis.url + "?socket_timeout=1")
+        try:
+            submit(running, "before-outage")
+            assert ended(running, "before-outage")["status"] == "done"
+            redis.kill()
+            down = httpx.post(f"{running.url}/sync-async/predict", json=CAT, timeout=30)
+            for answer in (down, job(running, "before-outage")):
+                assert answer.status_code == 503, answer.text
+                assert answer.headers["Retry-After"] == "2"
+                assert "job store (redis) is unavailable" in answer.json()["detail"]
+            health = httpx.get(f"{running.url}/sync-async/health/all")
+            assert health.status_code == 200
+            assert health.json()["job_store"].startswith("redis: ")
+            redis.start()  # back without its data, as a Redis without persistence comes back
+            submit(running, "after-reset")
+            assert ended(running, "after-reset")["status"] == "done"
+            lost = job(running, "before-outage")
+            assert lost.status_code == 404
+            assert "started empty at" in lost.json()["detail"]
+            assert lost.headers["Job-Store-Since"] in lost.json()["detail"]
         finally:
             running.stop()
