@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 from urllib.parse import parse_qs, urlsplit
@@ -71,7 +71,13 @@ class Job:
 
     @classmethod
     def loads(cls, raw: bytes | str) -> Job:
-        return cls(**orjson.loads(raw))
+        """A stored job; fields a newer writer added are left out (pods of two versions share
+        one store during a rollout), missing ones take their defaults."""
+        doc = orjson.loads(raw)
+        return cls(**{k: v for k, v in doc.items() if k in _JOB_FIELDS})
+
+
+_JOB_FIELDS = frozenset(f.name for f in fields(Job))
 
 
 class JobStore(Protocol):

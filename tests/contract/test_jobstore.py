@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from functions.core.jobstore import TIMED_OUT, Job, JobStore, StoreUnavailable, open_store
@@ -286,3 +287,10 @@ def test_an_sqlite_file_from_before_the_epoch_cannot_tell_a_reset(tmp_path: Path
         assert found.status == "pending"
     finally:
         store.close()
+
+
+def test_a_job_written_by_another_version_reads_back() -> None:
+    older = {"job_id": "a", "created": 1.0, "deadline": 2.0, "fast": {}, "status": "pending"}
+    assert Job.loads(orjson.dumps(older)) == Job("a", 1.0, 2.0, {})
+    newer = {**older, "digest": "d", "queued": True, "added_later": [1]}
+    assert Job.loads(orjson.dumps(newer)) == Job("a", 1.0, 2.0, {}, digest="d", queued=True)
