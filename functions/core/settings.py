@@ -115,6 +115,11 @@ class ApiTokenSettings(BaseFunctionSettings):
         return values
 
 
+def api_token_from_environment() -> str | None:
+    """``API_TOKEN`` as a command-line client reads it: the default of its ``--token``."""
+    return os.environ.get("API_TOKEN") or None
+
+
 def _name_values(value: object) -> object:
     """``a=x, b=y`` -> ``{"a": "x", "b": "y"}``, in order, spaces around each part dropped."""
     if not isinstance(value, str):

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.e2e.conftest import BEARER
 from tests.helpers import sample_bytes, wait_for
 from tests.unit.emulators.test_routing import within_bounds
 
@@ -115,7 +116,8 @@ def test_forced_and_sticky_requests_are_marked_in_the_log(platform: str) -> None
         )
 
         def assignment(job: str) -> str | None:
-            records = client.get("/prediction-log/logs", params={"job_id": job}).json()["records"]
+            logs = client.get("/prediction-log/logs", params={"job_id": job}, headers=BEARER)
+            records = logs.json()["records"]
             return records[0]["assignment"] if records else None
 
         # The log is eventually consistent: a delivery the broker had to retry (a busy log
@@ -146,9 +148,8 @@ def test_a_request_through_a_proxy_makes_one_record_per_hop(
     assert response.status_code == 200
 
     def hops() -> set[str] | None:
-        found = httpx.get(f"{platform}/prediction-log/logs", params={"job_id": rid}).json()[
-            "records"
-        ]
+        logs = httpx.get(f"{platform}/prediction-log/logs", params={"job_id": rid}, headers=BEARER)
+        found = logs.json()["records"]
         seen = {r["service"] for r in found}
         return seen if seen >= services else None
 
