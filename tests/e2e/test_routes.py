@@ -154,3 +154,23 @@ def test_a_request_through_a_proxy_makes_one_record_per_hop(
         return seen if seen >= services else None
 
     assert wait_for(hops, 90, f"a record per hop of {path}") == services
+
+
+def test_the_log_ingest_is_cluster_local_and_the_broker_still_delivers_to_it(
+    platform: str,
+) -> None:
+    """No one outside writes the log: the public port has no prediction-log-ingest, nor does
+    prediction-log take events; the broker's delivery (a record per prediction) reaches it."""
+    routes = {s["name"]: s for s in httpx.get(f"{platform}/_routes").json()["services"]}
+    assert routes["prediction-log-ingest"]["visibility"] == "cluster-local"
+    assert httpx.post(f"{platform}/prediction-log-ingest/", json={}).status_code == 404
+    assert httpx.get(f"{platform}/prediction-log-ingest/health").status_code == 404
+    assert httpx.post(f"{platform}/prediction-log/", json={}).status_code == 404
+    rid = f"ingest-{uuid.uuid4()}"
+    httpx.get(f"{platform}/iris/predict/test", headers={"X-Request-Id": rid})
+
+    def stored() -> bool | None:
+        logs = httpx.get(f"{platform}/prediction-log/logs", params={"job_id": rid}, headers=BEARER)
+        return True if logs.json()["records"] else None
+
+    assert wait_for(stored, 90, f"{rid} in the log")
