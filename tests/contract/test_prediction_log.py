@@ -4,11 +4,13 @@ is the query API, sending the token unless a test says otherwise."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
+import psycopg
 import pytest
 from flask.testing import FlaskClient
 
@@ -22,9 +24,23 @@ SOURCE = str(REPO_ROOT / "functions" / "prediction_log" / "main.py")
 TOKEN = "contract-token-0123456789"
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'log.sqlite3'}"
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """What both Services open: one SQLite file (make dev), or one PostgreSQL database (the
+    cluster's store; a database of its own on the machine's PostgreSQL, trust auth)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'log.sqlite3'}"
+        return
+    admin = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
+    try:
+        conn = psycopg.connect(admin, autocommit=True)
+    except psycopg.OperationalError as e:
+        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432: {e}")
+    name = f"mlf_contract_{uuid.uuid4().hex[:12]}"
+    with conn:
+        conn.execute(f"CREATE DATABASE {name}")
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 @pytest.fixture
