@@ -164,18 +164,18 @@ def through_gateway(workers: str, body_file: Path) -> list[Result]:
 
 
 def logging_on_off(workers: str, body_file: Path) -> list[Result]:
-    """iris with prediction logging off; on (outbox -> the real prediction-log Service, whose
+    """iris with prediction logging off; on (outbox -> the real prediction-log-ingest Service, whose
     SQLite store runs on the same 2 cores); on with the sink away (what the request path
     itself pays: events only spool); then off again to show drift."""
     import tempfile
 
-    import httpx
+    from functions.prediction_log.store import Query, SqliteLogStore
 
     state = Path(tempfile.mkdtemp(prefix="bench-log-"))
     log_port = free_port()
     log_url = f"http://127.0.0.1:{log_port}"
     log_env = {
-        "FUNCTION_TARGET": "prediction_log",
+        "FUNCTION_TARGET": "prediction_log_ingest",
         "FUNCTION_SOURCE": "functions/prediction_log/main.py",
         "LOG_STORE_URL": f"sqlite:///{state / 'log.sqlite3'}",
         "HOST": "127.0.0.1",
@@ -201,7 +201,9 @@ def logging_on_off(workers: str, body_file: Path) -> list[Result]:
             )
             for name, env in cases
         ]
-        stored = len(httpx.get(f"{log_url}/logs", params={"limit": 10}).json()["records"])
+        store = SqliteLogStore(state / "log.sqlite3")  # the query API is another Service
+        stored = len(store.query(Query(limit=10)))
+        store.close()
     assert stored, "logging on stored nothing"
     return results
 

@@ -26,6 +26,7 @@ import errno
 import logging
 import os
 import random
+import secrets
 import signal
 import socket
 import sys
@@ -108,7 +109,9 @@ class InFlight:
         return True
 
 
-async def serve(platform: Platform, launcher: Launcher, host: str, port: int, grace: float) -> None:
+async def serve(
+    platform: Platform, launcher: Launcher, host: str, port: int, grace: float, token: str
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -147,7 +150,7 @@ async def serve(platform: Platform, launcher: Launcher, host: str, port: int, gr
     try:
         missing = await _until_ready(launcher, stop, 180.0)
         if not stop.is_set():
-            _banner(platform, gateway, broker, missing, host, port)
+            _banner(platform, gateway, broker, missing, host, port, token)
         await stop.wait()
         emit("stopping...")
         await public.stop()
@@ -171,7 +174,13 @@ async def _until_ready(launcher: Launcher, stop: asyncio.Event, seconds: float) 
 
 
 def _banner(
-    platform: Platform, gateway: Gateway, broker: Broker, missing: list[str], host: str, port: int
+    platform: Platform,
+    gateway: Gateway,
+    broker: Broker,
+    missing: list[str],
+    host: str,
+    port: int,
+    token: str,
 ) -> None:
     emit(f"\ngateway http://{host}:{port}  (routes as JSON: curl {host}:{port}/_routes)")
     for key in broker.topology.brokers:
@@ -182,6 +191,9 @@ def _banner(
         state = "NOT READY" if name in missing else "ready"
         private = "  (cluster-local)" if entry.get("visibility") == "cluster-local" else ""
         emit(f"  {name:<18} curl {entry['url']}/health   [{state}]  Host: {entry['host']}{private}")
+    # The bearer token of the tokened routes (the prediction log's queries), on a line of
+    # its own: curl -H "Authorization: Bearer $API_TOKEN" ...
+    emit(f"\nAPI token: {token}")
     emit("\nCtrl-C stops everything.")
 
 
@@ -225,8 +237,11 @@ def main(argv: list[str] | None = None) -> int:
     # Each Service's server says only what went wrong: the launcher prints when it is ready.
     env = {"SERVER_LOG_LEVEL": "warning", **os.environ}
     env["CLUSTER_LOCAL_GATEWAY"] = platform.local_gateway_url
+    # What a cluster reads from the Secret prediction-log-token: the caller's API_TOKEN, or
+    # one made for this run. Every Service gets it; those with tokened routes read it.
+    env["API_TOKEN"] = env.get("API_TOKEN") or secrets.token_urlsafe(32)
     launcher = Launcher(args.knative, env, sinks=sinks)
-    uvloop.run(serve(platform, launcher, args.host, args.port, args.grace))
+    uvloop.run(serve(platform, launcher, args.host, args.port, args.grace, env["API_TOKEN"]))
     return 0
 
 

@@ -115,7 +115,13 @@ def service_spec(resource: Resource) -> ServiceSpec:
         name=meta["name"],
         namespace=meta.get("namespace", "default"),
         revision=latest,
-        env={e["name"]: str(e.get("value", "")) for e in container.get("env", [])},
+        # A value from a Secret (valueFrom) is the platform's to hand over (make dev passes
+        # API_TOKEN in the environment): blank here, it would override that.
+        env={
+            e["name"]: str(e.get("value", ""))
+            for e in container.get("env", [])
+            if "valueFrom" not in e
+        },
         readiness_path=probe.get("path", "/"),
         container_concurrency=int(template["spec"].get("containerConcurrency", 0)),
         timeout_seconds=int(template["spec"].get("timeoutSeconds", 300)),

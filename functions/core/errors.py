@@ -44,6 +44,10 @@ class ValidationFailed(FunctionError, ValueError):
     status, slug, title = 422, "validation-error", "Request failed validation"
 
 
+class Unauthorized(FunctionError):
+    status, slug, title = 401, "unauthorized", "Unauthorized"
+
+
 class NotFound(FunctionError, LookupError):
     status, slug, title = 404, "not-found", "Not found"
 
@@ -115,6 +119,7 @@ def _status_error(status: int) -> type[FunctionError]:
 _ALL = (
     BadRequest,
     ValidationFailed,
+    Unauthorized,
     NotFound,
     MethodNotAllowed,
     PayloadTooLarge,

@@ -8,17 +8,18 @@ about models.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import re
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import orjson
 from flask import Request, Response
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
 from werkzeug.exceptions import NotFound as WerkzeugNotFound
@@ -31,6 +32,8 @@ from functions.core.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    ServiceUnavailable,
+    Unauthorized,
     UnsupportedMediaType,
     ValidationFailed,
     error_for_status,
@@ -156,16 +159,22 @@ def framework_error(error: HTTPException) -> Response:
     return response
 
 
+Auth = Literal["public", "token"]
+
+
 @dataclass(frozen=True)
 class Route:
     """One endpoint, declared once: its path (werkzeug rule syntax), the methods it takes
-    (None: every method), its handler, and what the OpenAPI document says of it (None: not
-    documented). The handler's name is the endpoint's, in metrics and the prediction log."""
+    (None: every method), its handler, what the OpenAPI document says of it (None: not
+    documented), and who may call it: anyone, or only a caller sending the Service's token
+    (``Authorization: Bearer <API_TOKEN>``). The handler's name is the endpoint's, in
+    metrics and the prediction log."""
 
     path: str
     methods_taken: str | tuple[str, ...] | None
     handler: Handler
     operation: Operation | None = None
+    auth: Auth = "public"
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -195,7 +204,9 @@ class HttpApp:
     ``observe(request, rid, endpoint, response, seconds, problem)`` is called once per
     request (metrics, prediction logs), with the ``FunctionError`` answered if one was; what
     it raises is logged, never answered. ``headers`` are
-    added to every response (e.g. which model answered); the rest are werkzeug ``Map``'s.
+    added to every response (e.g. which model answered); ``token`` is what a route declared
+    ``auth="token"`` demands (None: such routes answer 503, naming ``API_TOKEN``); the rest
+    are werkzeug ``Map``'s.
     """
 
     def __init__(
@@ -206,6 +217,7 @@ class HttpApp:
         observe: Observe | None = None,
         headers: Mapping[str, str] | None = None,
         converters: Mapping[str, type[BaseConverter]] | None = None,
+        token: SecretStr | None = None,
         strict_slashes: bool = True,
         merge_slashes: bool = True,
     ) -> None:
@@ -220,6 +232,11 @@ class HttpApp:
         # per request from the environ cost ~25 us, a tenth of an iris prediction).
         self._adapter = rules.bind("localhost")
         self._handlers = {r.endpoint: r.handler for r in self.routes}
+        self._tokened = {r.endpoint for r in self.routes if r.auth == "token"}
+        if mixed := self._tokened & {r.endpoint for r in self.routes if r.auth == "public"}:
+            # the check goes by endpoint, the handler's name: one name, one auth
+            raise ValueError(f"{title}: {sorted(mixed)} declared both public and token")
+        self._token = token.get_secret_value().encode() if token is not None else None
         self._observe = observe
         self._headers = dict(headers or {})
         self._document: dict[str, Any] | None = None
@@ -241,6 +258,8 @@ class HttpApp:
             else:
                 endpoint, args = self._adapter.match(request.path, request.method)
                 request.view_args = dict(args)
+                if endpoint in self._tokened:
+                    self._authorize(request)
                 response = self._handlers[endpoint](request, rid)
         except FunctionError as e:
             if e.status >= 500:
@@ -270,3 +289,19 @@ class HttpApp:
             except Exception:  # observing must never break an answer
                 logger.exception("observing %s failed", request.path, extra={"job_id": rid})
         return response
+
+    def _authorize(self, request: Request) -> None:
+        """401 unless the request carries this Service's bearer token; 503 when it has none."""
+        if self._token is None:
+            raise ServiceUnavailable(
+                f"{request.path} needs a token and this Service has none: set API_TOKEN"
+            )
+        scheme, _, sent = request.headers.get("Authorization", "").partition(" ")
+        # compare_digest: the time taken says nothing of how much of the token was right.
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            sent.strip().encode(), self._token
+        ):
+            raise Unauthorized(
+                f"{request.path} needs Authorization: Bearer <API_TOKEN>",
+                headers={"WWW-Authenticate": "Bearer"},
+            )

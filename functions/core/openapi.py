@@ -66,6 +66,13 @@ class Documented(Protocol):
     @property
     def operation(self) -> Operation | None: ...
 
+    @property
+    def auth(self) -> str: ...
+
+
+# The scheme of a route declared auth="token": Authorization: Bearer <API_TOKEN>.
+BEARER = "bearerAuth"
+
 
 def document(title: str, routes: Iterable[Documented]) -> dict[str, Any]:
     """The OpenAPI 3.1 document of ``routes`` (those with an operation)."""
@@ -86,12 +93,17 @@ def document(title: str, routes: Iterable[Documented]) -> dict[str, Any]:
             request = None if method in BODYLESS else requests[id(operation)]
             spec = _operation(arguments, operation, request, keys)
             spec["operationId"] = re.sub(r"\W+", "_", f"{method.lower()}{path}").strip("_")
+            if route.auth == "token":
+                spec["security"] = [{BEARER: []}]
             paths.setdefault(path, {})[method.lower()] = spec
+    found: dict[str, Any] = {"schemas": components}
+    if any(route.auth == "token" for route, _ in documented):
+        found["securitySchemes"] = {BEARER: {"type": "http", "scheme": "bearer"}}
     return {
         "openapi": "3.1.0",
         "info": {"title": title, "version": "1"},
         "paths": paths,
-        "components": {"schemas": components},
+        "components": found,
     }
 
 

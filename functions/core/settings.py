@@ -3,7 +3,7 @@
 Only this module and ``serve.py`` touch ``os.environ`` (ruff TID251): every function reads
 its configuration through a ``BaseFunctionSettings`` subclass built by a cached factory, so a
 bad value stops the process with a message naming the variable. A function's class combines
-the concerns it has (``ModelSettings``, ``EventSettings``, ``JobStoreSettings``) and has no
+the concerns it has (``ModelSettings``, ``EventSettings``, ``JobStoreSettings``, ``ApiTokenSettings``) and has no
 field for any other.
 """
 
@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal, Self, TypeVar
 
-from pydantic import BeforeValidator, Field, ValidationError, model_validator
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -94,6 +94,30 @@ class JobStoreSettings(BaseFunctionSettings):
 
     job_store_url: str = Field(DEFAULT_JOB_STORE, description="sqlite:///path or redis://host/db")
     job_ttl_seconds: float = Field(86400.0, gt=0, description="how long jobs are kept")
+
+
+class ApiTokenSettings(BaseFunctionSettings):
+    """A function with routes declared ``auth="token"``: the bearer token they demand."""
+
+    model_config = SettingsConfigDict(hide_input_in_errors=True)  # no error shows the token
+    api_token: SecretStr | None = Field(
+        None,
+        min_length=16,
+        description="the bearer token of the tokened routes (from a Secret; unset: they answer 503)",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_is_unset(cls, values: object) -> object:
+        # A Secret key left empty reads as no token, not as a token anyone can send.
+        if isinstance(values, dict) and not str(values.get("api_token") or "").strip():
+            values.pop("api_token", None)
+        return values
+
+
+def api_token_from_environment() -> str | None:
+    """``API_TOKEN`` as a command-line client reads it: the default of its ``--token``."""
+    return os.environ.get("API_TOKEN") or None
 
 
 def _name_values(value: object) -> object:

@@ -2,7 +2,9 @@
 rather look than read (latency percentiles and accuracy with its 95 % interval, per variant).
 
     python -m functions.prediction_log.ab_command --route ab-test
-        [--url http://localhost:8080/prediction-log] [--png ab-test.png]
+        [--url http://localhost:8080/prediction-log] [--png ab-test.png] [--token T]
+
+``--token`` is the query API's bearer token (by default ``API_TOKEN``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from typing import Any
 
 import httpx
 from PIL import Image, ImageDraw
+
+from functions.core.settings import api_token_from_environment
+from functions.prediction_log.logs_command import bearer
 
 COLOURS = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40))
 
@@ -94,8 +99,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--route", required=True)
     parser.add_argument("--url", default="http://localhost:8080/prediction-log")
     parser.add_argument("--png", type=Path, help="also draw the figures into this PNG file")
+    parser.add_argument(
+        "--token",
+        default=api_token_from_environment(),
+        help="the query API's bearer token (default: $API_TOKEN; make dev prints it)",
+    )
     args = parser.parse_args(argv)
-    response = httpx.get(f"{args.url}/ab-report", params={"route": args.route})
+    response = httpx.get(
+        f"{args.url}/ab-report", params={"route": args.route}, headers=bearer(args.token)
+    )
     if response.status_code != 200:
         sys.stderr.write(
             f"{response.status_code}: {response.json().get('detail', response.text)}\n"

@@ -2,9 +2,10 @@
 
     python -m functions.prediction_log.logs_command [--url http://localhost:8080/prediction-log]
         [--job-id ID] [--model M] [--variant V] [--outliers] [--since T] [--until T]
-        [--limit N] [--format table|jsonl]
+        [--limit N] [--format table|jsonl] [--token T]
 
-It calls the Service's ``GET /logs``, so it reads what a cluster's log holds as well.
+It calls the Service's ``GET /logs``, so it reads what a cluster's log holds as well, with
+the query API's bearer token (``--token``, by default ``API_TOKEN``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any
 
 import httpx
 import orjson
+
+from functions.core.settings import api_token_from_environment
 
 COLUMNS = (
     "time",
@@ -45,6 +48,10 @@ def _cell(value: Any) -> str:
     return orjson.dumps(value).decode()[:60]
 
 
+def bearer(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Query the prediction log")
     parser.add_argument("--url", default="http://localhost:8080/prediction-log")
@@ -56,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--until")
     parser.add_argument("--limit", type=int, default=100)
     parser.add_argument("--format", choices=("table", "jsonl"), default="table")
+    parser.add_argument(
+        "--token",
+        default=api_token_from_environment(),
+        help="the query API's bearer token (default: $API_TOKEN; make dev prints it)",
+    )
     args = parser.parse_args(argv)
     params = {
         "job_id": args.job_id, "model": args.model, "variant": args.variant,
@@ -63,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         "limit": args.limit,
     }  # fmt: skip
     response = httpx.get(
-        f"{args.url}/logs", params={k: v for k, v in params.items() if v is not None}
+        f"{args.url}/logs",
+        params={k: v for k, v in params.items() if v is not None},
+        headers=bearer(args.token),
     )
     if response.status_code != 200:
         sys.stderr.write(

@@ -1,8 +1,12 @@
-"""Entry point of the prediction-log Service: HTTP adapters only.
+"""Entry points of the prediction log's two Services, over one store: HTTP adapters only.
 
-``POST /`` is the Trigger subscriber for ``prediction.logged`` events (an empty 202, or a
-4xx the broker will not retry); ``GET /logs`` queries the store; ``POST /feedback`` records
-a job's true label; ``GET /ab-report?route=`` compares a route's variants; ``GET /health``.
+``prediction_log_ingest`` (the cluster-local ``prediction-log-ingest``) takes ``POST /``,
+the Trigger subscriber for ``prediction.logged`` events (an empty 202, or a 4xx the broker
+will not retry). ``prediction_log`` (the public ``prediction-log``) is the query API, every
+path behind the ``API_TOKEN`` bearer token: ``GET /logs`` queries the store, ``POST
+/feedback`` records a job's true label, ``GET /ab-report?route=`` compares a route's
+variants. Both answer ``GET /health``. Split so that no one outside the cluster can write
+the log, nor anyone without the token read it.
 """
 
 from __future__ import annotations
@@ -41,19 +45,24 @@ class PredictionLogService:
         self.settings = settings
         self.store = open_log_store(settings.log_store_url.get_secret_value())
         observe = Observer(settings, "prediction-log", "1", set())
-        routes = [
+        health = Route("/health", "GET", self.health, Operation("Health"))
+        queries = [
+            Route("/logs", "GET", self.logs, Operation(
+                "Query the log", query=LogsQuery, response=LogsResponse), auth="token"),
+            Route("/feedback", "POST", self.feedback, Operation(
+                "Record a job's true label", request=FeedbackRequest), auth="token"),
+            Route("/ab-report", "GET", self.ab_report, Operation(
+                "A/B figures and verdict of a route", query=ReportQuery), auth="token"),
+            health,
+        ]  # fmt: skip
+        self.app = HttpApp("prediction-log", queries, observe=observe, token=settings.api_token)
+        ingest = [
             Route("/", "POST", self.on_prediction_logged, Operation(
                 "Store a prediction.logged CloudEvent (Trigger subscriber)",
                 request=PredictionLogData)),
-            Route("/logs", "GET", self.logs, Operation(
-                "Query the log", query=LogsQuery, response=LogsResponse)),
-            Route("/feedback", "POST", self.feedback, Operation(
-                "Record a job's true label", request=FeedbackRequest)),
-            Route("/ab-report", "GET", self.ab_report, Operation(
-                "A/B figures and verdict of a route", query=ReportQuery)),
-            Route("/health", "GET", self.health, Operation("Health")),
+            health,
         ]  # fmt: skip
-        self.app = HttpApp("prediction-log", routes, observe=observe)
+        self.ingest = Ingest(HttpApp("prediction-log-ingest", ingest, observe=observe))
 
     def close(self) -> None:
         """Close the log store (tests; a worker just exits)."""
@@ -108,6 +117,14 @@ class PredictionLogService:
         return json_response({"health": "ok"}, rid)
 
 
+class Ingest:
+    """The ingest Service's surface: the same service and store, its own routes. (No
+    dataclass: a main.py is also loaded as a module that is in no ``sys.modules``.)"""
+
+    def __init__(self, app: HttpApp) -> None:
+        self.app = app
+
+
 def _log_fields(record: PredictionLogData) -> dict[str, object]:
     fields = ("job_id", "service", "model", "variant", "endpoint", "status", "label", "is_outlier")
     return {name: getattr(record, name) for name in fields} | {"ms": record.latency_ms}
@@ -115,3 +132,5 @@ def _log_fields(record: PredictionLogData) -> dict[str, object]:
 
 service = lazy_service(PredictionLogService, PredictionLogSettings, "prediction_log")
 prediction_log, warm = entry_points("prediction_log", service)
+# warm() builds the one service (its store) under either target.
+prediction_log_ingest, _ = entry_points("prediction_log_ingest", lambda: service().ingest)

@@ -1,17 +1,17 @@
-"""Settings of the prediction-log Service."""
+"""Settings of the prediction log's Services (the query API and the ingest share them)."""
 
 from __future__ import annotations
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from functions.core.settings import REPO_ROOT, EventSettings
+from functions.core.settings import REPO_ROOT, ApiTokenSettings, EventSettings
 from functions.prediction_log.store import LOG_STORE_SCHEMES
 
 DEFAULT_LOG_STORE = f"sqlite:///{REPO_ROOT / 'build' / 'prediction-log.sqlite3'}"
 
 
-class PredictionLogSettings(EventSettings):
+class PredictionLogSettings(EventSettings, ApiTokenSettings):
     # The store URL may hold a password: no validation error shows the values it was given.
     model_config = SettingsConfigDict(hide_input_in_errors=True)
 

@@ -2,8 +2,9 @@
 queryable by time, job, model, variant, route and outlier flag, plus the ground truth that
 arrives later (``feedback``, one label per job: a second answer replaces the first).
 
-SQLite is the embedded default (WAL mode lets queries read while the subscriber writes; one
-pod). PostgreSQL is the cluster backend: any number of log pods share it. Both run the same
+SQLite is the embedded default (WAL mode lets queries read while the subscriber writes; the
+processes of one machine: make dev's two log Services share the file). PostgreSQL is the
+cluster backend: any number of pods of both Services share it. Both run the same
 SQL, with their own placeholder and upsert spelling.
 """
 
@@ -160,7 +161,10 @@ class PostgresLogStore(_SqlStore):
         self._pool = ConnectionPool(
             dsn, min_size=1, max_size=4, kwargs={"autocommit": True}, open=True
         )
-        with self._pool.connection() as conn:
+        # Both of the log's Services create the schema as they start, often at once: one
+        # transaction under a lock, or the second's CREATE ... IF NOT EXISTS can still fail.
+        with self._pool.connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('mlf_prediction_log_schema'))")
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 conn.execute(statement)
 

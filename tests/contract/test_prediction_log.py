@@ -1,12 +1,16 @@
-"""Contract of the prediction-log Service, in-process: a real app, real CloudEvents."""
+"""Contract of the prediction log's two Services, in-process over one store: real apps, real
+CloudEvents. ``ingest`` (prediction_log_ingest) takes the events; ``log`` (prediction_log)
+is the query API, sending the token unless a test says otherwise."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
+import psycopg
 import pytest
 from flask.testing import FlaskClient
 
@@ -17,12 +21,38 @@ from tests.contract.test_predict_tabular import assert_problem
 from tests.helpers import function_client
 
 SOURCE = str(REPO_ROOT / "functions" / "prediction_log" / "main.py")
+TOKEN = "contract-token-0123456789"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """What both Services open: one SQLite file (make dev), or one PostgreSQL database (the
+    cluster's store; a database of its own on the machine's PostgreSQL, trust auth)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'log.sqlite3'}"
+        return
+    admin = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
+    try:
+        conn = psycopg.connect(admin, autocommit=True)
+    except psycopg.OperationalError as e:
+        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432: {e}")
+    name = f"mlf_contract_{uuid.uuid4().hex[:12]}"
+    with conn:
+        conn.execute(f"CREATE DATABASE {name}")
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 @pytest.fixture
-def log(tmp_path: Path) -> Iterator[FlaskClient]:
-    store = f"sqlite:///{tmp_path / 'log.sqlite3'}"
-    with function_client("prediction_log", SOURCE, LOG_STORE_URL=store) as client:
+def ingest(store: str) -> Iterator[FlaskClient]:
+    with function_client("prediction_log_ingest", SOURCE, LOG_STORE_URL=store) as client:
+        yield client
+
+
+@pytest.fixture
+def log(store: str, ingest: FlaskClient) -> Iterator[FlaskClient]:
+    with function_client("prediction_log", SOURCE, LOG_STORE_URL=store, API_TOKEN=TOKEN) as client:
+        client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {TOKEN}"
         yield client
 
 
@@ -40,15 +70,17 @@ def post_binary(client: FlaskClient, event: events.CloudEvent) -> Any:
     return client.post("/", headers=headers, data=body)
 
 
-def test_binary_and_structured_events_are_stored_once(log: FlaskClient) -> None:
+def test_binary_and_structured_events_are_stored_once(
+    ingest: FlaskClient, log: FlaskClient
+) -> None:
     event = events.make(events.PREDICTION_LOGGED, "/functions/iris", data())
-    assert post_binary(log, event).status_code == 202
-    assert post_binary(log, event).status_code == 202  # a redelivery
+    assert post_binary(ingest, event).status_code == 202
+    assert post_binary(ingest, event).status_code == 202  # a redelivery
     structured = {
         "specversion": "1.0", "id": "s-1", "source": "/functions/iris", "type": events.PREDICTION_LOGGED,
         "time": "2026-11-23T10:00:00+00:00", "datacontenttype": "application/json", "data": data("j2"),
     }  # fmt: skip
-    response = log.post(
+    response = ingest.post(
         "/", data=orjson.dumps(structured), content_type="application/cloudevents+json"
     )
     assert response.status_code == 202
@@ -58,10 +90,10 @@ def test_binary_and_structured_events_are_stored_once(log: FlaskClient) -> None:
     assert records[1]["event_id"] == event["id"]
 
 
-def test_queries(log: FlaskClient) -> None:
-    post_binary(log, events.make(events.PREDICTION_LOGGED, "/functions/iris", data("a")))
+def test_queries(ingest: FlaskClient, log: FlaskClient) -> None:
+    post_binary(ingest, events.make(events.PREDICTION_LOGGED, "/functions/iris", data("a")))
     post_binary(
-        log,
+        ingest,
         events.make(
             events.PREDICTION_LOGGED, "/functions/iris", data("b", is_outlier=False, variant="rf")
         ),
@@ -80,19 +112,23 @@ def test_bad_queries_are_422(log: FlaskClient, query: str) -> None:
     assert_problem(log.get(f"/logs?{query}"), 422)
 
 
-def test_bad_events_are_refused_without_asking_for_a_retry(log: FlaskClient) -> None:
-    assert_problem(log.post("/", json={"not": "an event"}), 400)
-    not_utf8 = log.post("/", data=b"\xff\xfe\x00", content_type="application/cloudevents+json")
+def test_bad_events_are_refused_without_asking_for_a_retry(
+    ingest: FlaskClient, log: FlaskClient
+) -> None:
+    assert_problem(ingest.post("/", json={"not": "an event"}), 400)
+    not_utf8 = ingest.post("/", data=b"\xff\xfe\x00", content_type="application/cloudevents+json")
     assert_problem(not_utf8, 400)
     wrong_type = events.make("dev.mlserving.other.v1", "/x", data())
-    assert_problem(post_binary(log, wrong_type), 422)
+    assert_problem(post_binary(ingest, wrong_type), 422)
     bad_data = events.make(events.PREDICTION_LOGGED, "/x", {"job_id": "j"})
-    assert_problem(post_binary(log, bad_data), 422)
+    assert_problem(post_binary(ingest, bad_data), 422)
     assert log.get("/logs").get_json()["records"] == []
 
 
-def test_feedback_needs_a_known_job_and_replaces_an_earlier_answer(log: FlaskClient) -> None:
-    post_binary(log, events.make(events.PREDICTION_LOGGED, "/functions/iris", data("j9")))
+def test_feedback_needs_a_known_job_and_replaces_an_earlier_answer(
+    ingest: FlaskClient, log: FlaskClient
+) -> None:
+    post_binary(ingest, events.make(events.PREDICTION_LOGGED, "/functions/iris", data("j9")))
     assert_problem(log.post("/feedback", json={"job_id": "nope", "label": "setosa"}), 404)
     first = log.post("/feedback", json={"job_id": "j9", "label": "setosa"}).get_json()
     assert first["replaced"] is False
@@ -102,16 +138,16 @@ def test_feedback_needs_a_known_job_and_replaces_an_earlier_answer(log: FlaskCli
     assert_problem(log.post("/feedback", data="label=x"), 415)
 
 
-def test_ab_report_over_the_route(log: FlaskClient) -> None:
+def test_ab_report_over_the_route(ingest: FlaskClient, log: FlaskClient) -> None:
     for job, variant, label in (
         ("a", "svc", "setosa"),
         ("b", "rf", "virginica"),
         ("c", "svc", "setosa"),
     ):
         record = data(job, variant=variant, route="ab-test", label=label, assignment="split")
-        post_binary(log, events.make(events.PREDICTION_LOGGED, "/functions/iris", record))
+        post_binary(ingest, events.make(events.PREDICTION_LOGGED, "/functions/iris", record))
     post_binary(
-        log, events.make(events.PREDICTION_LOGGED, "/functions/iris", data("z"))
+        ingest, events.make(events.PREDICTION_LOGGED, "/functions/iris", data("z"))
     )  # another route
     log.post("/feedback", json={"job_id": "a", "label": "setosa"})
     log.post("/feedback", json={"job_id": "c", "label": "virginica"})
@@ -122,3 +158,82 @@ def test_ab_report_over_the_route(log: FlaskClient) -> None:
     assert report["verdict"]["decided"] is False
     assert_problem(log.get("/ab-report?route=unknown"), 404)
     assert_problem(log.get("/ab-report"), 422)
+
+
+# -- who may do what: the ingest takes events only, the query API needs the token ----------
+
+
+def test_the_query_service_takes_no_events(ingest: FlaskClient, log: FlaskClient) -> None:
+    event = events.make(events.PREDICTION_LOGGED, "/functions/iris", data("forged"))
+    assert_problem(post_binary(log, event), 404)
+    assert log.get("/logs").get_json()["records"] == []
+    assert post_binary(ingest, event).status_code == 202
+    assert [r["job_id"] for r in log.get("/logs").get_json()["records"]] == ["forged"]
+
+
+def test_the_ingest_serves_no_queries(ingest: FlaskClient) -> None:
+    for path in ("/logs", "/ab-report?route=ab-test"):
+        assert_problem(ingest.get(path), 404)
+    assert_problem(ingest.post("/feedback", json={"job_id": "j", "label": "x"}), 404)
+    assert ingest.get("/health").status_code == 200
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer wrong-token-0123456789", TOKEN, "Basic x"])
+def test_every_query_path_needs_the_token(
+    ingest: FlaskClient, log: FlaskClient, authorization: str | None
+) -> None:
+    post_binary(ingest, events.make(events.PREDICTION_LOGGED, "/functions/iris", data("j1")))
+    headers = {"Authorization": authorization or ""}
+    calls = [
+        log.get("/logs?limit=1000", headers=headers),
+        log.get("/ab-report?route=ab-test", headers=headers),
+        log.post("/feedback", json={"job_id": "j1", "label": "setosa"}, headers=headers),
+    ]
+    for response in calls:
+        assert_problem(response, 401)
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+        assert "records" not in response.get_json()
+    assert log.get("/health", headers=headers).status_code == 200
+    # the refused feedback set nothing: the first accepted one replaces no earlier answer
+    truth = log.post("/feedback", json={"job_id": "j1", "label": "setosa"}).get_json()
+    assert truth["replaced"] is False
+
+
+def test_the_token_opens_every_query_path(ingest: FlaskClient, log: FlaskClient) -> None:
+    post_binary(ingest, events.make(events.PREDICTION_LOGGED, "/functions/iris", data("j1")))
+    bearer = {"Authorization": f"bearer {TOKEN}"}  # the scheme is case-insensitive (RFC 9110)
+    assert len(log.get("/logs?limit=1000", headers=bearer).get_json()["records"]) == 1
+    assert log.post("/feedback", json={"job_id": "j1", "label": "setosa"}).status_code == 200
+
+
+def test_without_a_token_configured_the_query_paths_say_why(
+    ingest: FlaskClient, store: str
+) -> None:
+    with function_client("prediction_log", SOURCE, LOG_STORE_URL=store) as log:
+        anything = {"Authorization": "Bearer anything-at-all-0123456"}
+        for response in (
+            log.get("/logs", headers=anything),
+            log.post("/feedback", json={"job_id": "j", "label": "x"}, headers=anything),
+            log.get("/ab-report?route=ab-test"),
+        ):
+            assert_problem(response, 503)
+            assert "API_TOKEN" in response.get_json()["detail"]
+        assert log.get("/health").status_code == 200
+
+
+def test_the_openapi_document_declares_the_bearer_scheme(log: FlaskClient) -> None:
+    document = log.get("/openapi.json", headers={"Authorization": ""}).get_json()
+    assert document["components"]["securitySchemes"] == {
+        "bearerAuth": {"type": "http", "scheme": "bearer"}
+    }
+    secured = {
+        (path, method): spec.get("security")
+        for path, methods in document["paths"].items()
+        for method, spec in methods.items()
+    }
+    assert secured == {
+        ("/logs", "get"): [{"bearerAuth": []}],
+        ("/feedback", "post"): [{"bearerAuth": []}],
+        ("/ab-report", "get"): [{"bearerAuth": []}],
+        ("/health", "get"): None,
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import sys
 from collections.abc import Iterator
 
@@ -13,6 +14,10 @@ from tests.helpers import free_port, script_server, server, wait_for
 
 # Every Knative Service the platform runs, read from the manifests: each answers /health.
 SERVICES = [s.name for s in knative_services(load_kustomization(REPO_ROOT / "knative"))]
+# The session platform's API token (make dev takes API_TOKEN from the environment), and the
+# header that sends it.
+API_TOKEN = secrets.token_urlsafe(32)
+BEARER = {"Authorization": f"Bearer {API_TOKEN}"}
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +39,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "LOG_STORE_URL": f"sqlite:///{state / 'log.sqlite3'}",
         "OUTBOX_DIR": str(state / "outbox"),
         "JOB_STORE_URL": f"sqlite://{state / 'jobs.sqlite3'}",
+        "API_TOKEN": API_TOKEN,
     }
     with server(command, env, f"{url}/_routes"):
         # Each where it is served: a cluster-local Service on the cluster-local listener.

@@ -2,11 +2,13 @@
 
 A block is a sequence of ``$ command`` lines (``\\`` continues a line) each followed by its
 expected output, where ``...`` stands for anything, as doctest's ELLIPSIS. Commands run
-with bash from the repository root, with ``localhost:8080`` pointed at the test's gateway.
+with bash from the repository root, with ``localhost:8080`` pointed at the test's gateway
+and ``$API_TOKEN`` set to its API token (what ``make dev`` prints).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from emulators.manifests import REPO_ROOT
+from tests.e2e.conftest import API_TOKEN
 
 pytestmark = pytest.mark.e2e
 DOCS = REPO_ROOT / "docs"
@@ -74,6 +77,7 @@ def test_doc_step(platform: str, step: Step) -> None:
         capture_output=True,
         text=True,
         timeout=60,
+        env={**os.environ, "API_TOKEN": API_TOKEN},
     )
     assert done.returncode == 0, done.stderr
     assert matches(step.expected, done.stdout), f"{step.page}:{step.line}\n{done.stdout}"

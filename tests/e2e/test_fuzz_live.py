@@ -15,6 +15,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
+from tests.e2e.conftest import BEARER
 from tests.fuzz.test_openapi_fuzz import one_problem_shape
 
 pytestmark = pytest.mark.e2e
@@ -72,11 +73,14 @@ def test_parser_rejects_exactly_what_breaks_http_syntax_or_limits(
     assert parser_rejects("GET", url, headers) is rejected
 
 
-@pytest.mark.parametrize("service", ["fanout", "sync-async", "ab-router", "async-worker"])
+@pytest.mark.parametrize(
+    "service", ["fanout", "sync-async", "ab-router", "async-worker", "prediction-log"]
+)
 def test_live_function(platform: str, service: str) -> None:
     # A cluster-local Service is fuzzed where the platform's own calls reach it.
     routes = {s["name"]: s for s in httpx.get(f"{platform}/_routes").json()["services"]}
     base = routes[service]["url"]
+    headers = BEARER if service == "prediction-log" else None  # past its 401, to the handlers
     schema = schemathesis.openapi.from_url(f"{base}/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 3
@@ -89,6 +93,7 @@ def test_live_function(platform: str, service: str) -> None:
         def run(case: schemathesis.Case) -> None:
             case.call_and_validate(
                 base_url=base,
+                headers=headers,
                 checks=[not_a_server_error, one_problem_shape_behind_the_gateway],
                 timeout=30,
             )

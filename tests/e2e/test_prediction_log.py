@@ -13,22 +13,28 @@ import httpx
 import pytest
 import yaml
 
+from functions.core import events
+from functions.core.event_data import PredictionLogData
 from functions.core.settings import REPO_ROOT
 from tests.helpers import LocalPlatform, wait_for
 
 pytestmark = pytest.mark.e2e
 SETOSA = {"data": [[5.1, 3.5, 1.4, 0.2]]}
+TOKEN = "e2e-token-0123456789abcdef"
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+LOG_SERVICES = ("prediction-log", "prediction-log-ingest")
 
 
 @pytest.fixture
 def platform(tmp_path: Path) -> Iterator[LocalPlatform]:
-    """iris + prediction-log + the Broker, Trigger and SinkBinding from the real manifests."""
+    """iris + the prediction log's two Services + the Broker, Trigger and SinkBinding from the
+    real manifests."""
     knative, eventing = tmp_path / "knative", tmp_path / "eventing"
     (knative / "services").mkdir(parents=True)
     eventing.mkdir()
-    for name in ("iris", "prediction-log"):
+    for name in ("iris", *LOG_SERVICES):
         shutil.copy(REPO_ROOT / "knative" / "services" / f"{name}.yaml", knative / "services")
-    services = ["services/iris.yaml", "services/prediction-log.yaml"]
+    services = [f"services/{name}.yaml" for name in ("iris", *LOG_SERVICES)]
     (knative / "kustomization.yaml").write_text(
         yaml.safe_dump({"namespace": "t", "resources": services})
     )
@@ -41,6 +47,7 @@ def platform(tmp_path: Path) -> Iterator[LocalPlatform]:
     env = {
         "LOG_STORE_URL": f"sqlite:///{tmp_path / 'log.sqlite3'}",
         "OUTBOX_DIR": str(tmp_path / "outbox"),
+        "API_TOKEN": TOKEN,
     }
     running = LocalPlatform(knative, eventing, env)
     yield running
@@ -48,7 +55,9 @@ def platform(tmp_path: Path) -> Iterator[LocalPlatform]:
 
 
 def records(platform: LocalPlatform, **query: Any) -> list[dict[str, Any]]:
-    response = httpx.get(f"{platform.url}/prediction-log/logs", params={"limit": 10000, **query})
+    response = httpx.get(
+        f"{platform.url}/prediction-log/logs", params={"limit": 10000, **query}, headers=BEARER
+    )
     return list(response.json()["records"]) if response.status_code == 200 else []
 
 
@@ -78,6 +87,44 @@ def test_n_predictions_make_exactly_n_records(platform: LocalPlatform) -> None:
     assert all(r["is_outlier"] is False and r["outlier_score"] > 0 for r in found)
 
 
+def test_the_log_is_read_and_labelled_with_the_token_only(platform: LocalPlatform) -> None:
+    """Before the token, GET /logs?limit=1000 gave every record to anyone, and anyone could
+    set any job's label."""
+    (job,) = predict(platform, 1, "secret")
+    until(lambda: len(records(platform)) == 1)
+    logs, feedback = (
+        f"{platform.url}/prediction-log/logs",
+        f"{platform.url}/prediction-log/feedback",
+    )
+    label = {"job_id": job, "label": "virginica"}
+    for headers in ({}, {"Authorization": "Bearer wrong-token-0123456789"}):
+        refused = [
+            httpx.get(logs, params={"limit": 1000}, headers=headers),
+            httpx.post(feedback, json=label, headers=headers),
+        ]
+        for response in refused:
+            assert response.status_code == 401, response.text
+            assert response.headers["WWW-Authenticate"] == "Bearer"
+            assert response.headers["Content-Type"] == "application/problem+json"
+    assert [r["job_id"] for r in records(platform)] == [job]
+    answer = httpx.post(feedback, json=label, headers=BEARER).json()
+    assert answer["replaced"] is False  # the refused ones set nothing
+
+
+def test_the_query_service_takes_no_events(platform: LocalPlatform) -> None:
+    """Only the ingest stores events: a CloudEvent posted to prediction-log is no route."""
+    record = PredictionLogData(
+        job_id="forged-1", service="iris", model="iris-svc", version="1", variant="x",
+        endpoint="predict", status=200, latency_ms=1.0,
+    )  # fmt: skip
+    headers, body = events.to_binary(
+        events.make(events.PREDICTION_LOGGED, "/forged", record.model_dump(mode="json"))
+    )
+    response = httpx.post(f"{platform.url}/prediction-log/", headers=headers, content=body)
+    assert response.status_code == 404
+    assert records(platform, job_id="forged-1") == []
+
+
 def test_failed_requests_and_outliers_are_recorded(platform: LocalPlatform) -> None:
     with httpx.Client(base_url=platform.url) as client:
         client.post("/iris/predict", json={"data": [[1, 2, 3]]}, headers={"X-Request-Id": "bad-1"})
@@ -94,7 +141,7 @@ def test_failed_requests_and_outliers_are_recorded(platform: LocalPlatform) -> N
 
 
 def test_the_sink_stopped_then_restarted_still_gets_exactly_n(platform: LocalPlatform) -> None:
-    sink = platform.launcher.revisions["prediction-log"]
+    sink = platform.launcher.revisions["prediction-log-ingest"]
     first = predict(platform, 10, "before")
     until(lambda: len(records(platform)) == 10)
     pid = sink.pid

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.e2e.conftest import BEARER
 from tests.helpers import sample_bytes, wait_for
 from tests.unit.emulators.test_routing import within_bounds
 
@@ -115,7 +116,8 @@ def test_forced_and_sticky_requests_are_marked_in_the_log(platform: str) -> None
         )
 
         def assignment(job: str) -> str | None:
-            records = client.get("/prediction-log/logs", params={"job_id": job}).json()["records"]
+            logs = client.get("/prediction-log/logs", params={"job_id": job}, headers=BEARER)
+            records = logs.json()["records"]
             return records[0]["assignment"] if records else None
 
         # The log is eventually consistent: a delivery the broker had to retry (a busy log
@@ -146,10 +148,29 @@ def test_a_request_through_a_proxy_makes_one_record_per_hop(
     assert response.status_code == 200
 
     def hops() -> set[str] | None:
-        found = httpx.get(f"{platform}/prediction-log/logs", params={"job_id": rid}).json()[
-            "records"
-        ]
+        logs = httpx.get(f"{platform}/prediction-log/logs", params={"job_id": rid}, headers=BEARER)
+        found = logs.json()["records"]
         seen = {r["service"] for r in found}
         return seen if seen >= services else None
 
     assert wait_for(hops, 90, f"a record per hop of {path}") == services
+
+
+def test_the_log_ingest_is_cluster_local_and_the_broker_still_delivers_to_it(
+    platform: str,
+) -> None:
+    """No one outside writes the log: the public port has no prediction-log-ingest, nor does
+    prediction-log take events; the broker's delivery (a record per prediction) reaches it."""
+    routes = {s["name"]: s for s in httpx.get(f"{platform}/_routes").json()["services"]}
+    assert routes["prediction-log-ingest"]["visibility"] == "cluster-local"
+    assert httpx.post(f"{platform}/prediction-log-ingest/", json={}).status_code == 404
+    assert httpx.get(f"{platform}/prediction-log-ingest/health").status_code == 404
+    assert httpx.post(f"{platform}/prediction-log/", json={}).status_code == 404
+    rid = f"ingest-{uuid.uuid4()}"
+    httpx.get(f"{platform}/iris/predict/test", headers={"X-Request-Id": rid})
+
+    def stored() -> bool | None:
+        logs = httpx.get(f"{platform}/prediction-log/logs", params={"job_id": rid}, headers=BEARER)
+        return True if logs.json()["records"] else None
+
+    assert wait_for(stored, 90, f"{rid} in the log")

@@ -105,6 +105,14 @@ def _predict(backend: Backend, tmp: Path, rid: str) -> Call:
 
 
 def _prediction_log(backend: Backend, tmp: Path, rid: str) -> Call:
+    """The query API: a feedback, with the token (an unknown job: a 404 problem)."""
+    env = {"LOG_STORE_URL": f"sqlite:///{tmp / 'log.sqlite3'}", "API_TOKEN": "t" * 24}
+    headers = {**JSON, "Authorization": f"Bearer {'t' * 24}"}
+    feedback = orjson.dumps({"job_id": rid, "label": "setosa"})
+    return Call(env, "POST", "/feedback", feedback, 404, headers, False)
+
+
+def _prediction_log_ingest(backend: Backend, tmp: Path, rid: str) -> Call:
     record = PredictionLogData(
         job_id=rid, service="iris", model="iris-svc", version="1", variant="iris-00001",
         endpoint="predict", status=200, latency_ms=1.0,
@@ -152,6 +160,7 @@ def _async_worker(backend: Backend, tmp: Path, rid: str) -> Call:
 CASES: dict[str, Callable[[Backend, Path, str], Call]] = {
     "predict": _predict,
     "prediction_log": _prediction_log,
+    "prediction_log_ingest": _prediction_log_ingest,
     "ab_router": _ab_router,
     "fanout": _fanout,
     "sync_async": _sync_async,

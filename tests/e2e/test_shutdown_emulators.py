@@ -137,12 +137,13 @@ def test_dev_stopped_while_its_services_start_stops_them(tmp_path: Path) -> None
 
 def test_dev_delivers_every_accepted_event_before_it_exits(tmp_path: Path, sink: str) -> None:
     """An event in retry backoff when SIGTERM lands is still delivered, and so is the reply
-    its delivery gets, through the gateway to a Service (prediction-log, which stores it)."""
+    its delivery gets, through the gateway to a Service (prediction-log-ingest, which stores
+    it)."""
     log_db = tmp_path / "log.sqlite3"
     log = ksvc(
-        "prediction-log",
+        "prediction-log-ingest",
         {
-            "FUNCTION_TARGET": "prediction_log",
+            "FUNCTION_TARGET": "prediction_log_ingest",
             "FUNCTION_SOURCE": "functions/prediction_log/main.py",
             "LOG_STORE_URL": f"sqlite:///{log_db}",
         },
@@ -167,7 +168,7 @@ def test_dev_delivers_every_accepted_event_before_it_exits(tmp_path: Path, sink:
             "ref": {
                 "apiVersion": "serving.knative.dev/v1",
                 "kind": "Service",
-                "name": "prediction-log",
+                "name": "prediction-log-ingest",
             }
         },
     )

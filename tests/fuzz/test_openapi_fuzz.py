@@ -30,8 +30,11 @@ def one_problem_shape(ctx: Any, response: Any, case: Any) -> bool | None:
     return None
 
 
-def fuzz(target: str, source: str, env: dict[str, str]) -> int:
-    """Build the app as functions-framework does, then fuzz every operation it documents."""
+def fuzz(
+    target: str, source: str, env: dict[str, str], headers: dict[str, str] | None = None
+) -> int:
+    """Build the app as functions-framework does, then fuzz every operation it documents
+    (sending ``headers``, e.g. the token, with every case)."""
     with function_client(target, source, **env) as client:
         schema = schemathesis.openapi.from_wsgi("/openapi.json", client.application)
         operations = [result.ok() for result in schema.get_all_operations()]
@@ -45,7 +48,9 @@ def fuzz(target: str, source: str, env: dict[str, str]) -> int:
                 database=None,
             )
             def run(case: schemathesis.Case) -> None:
-                case.call_and_validate(checks=[not_a_server_error, one_problem_shape])
+                case.call_and_validate(
+                    headers=headers, checks=[not_a_server_error, one_problem_shape]
+                )
 
             run()
     return len(operations)
@@ -63,9 +68,12 @@ def test_image_predictor() -> None:
 
 
 def test_prediction_log(tmp_path: Path) -> None:
+    """The query API with its token (past the 401, to its handlers), and its ingest."""
     source = str(REPO_ROOT / "functions" / "prediction_log" / "main.py")
-    env = {"LOG_STORE_URL": f"sqlite:///{tmp_path / 'log.sqlite3'}"}
-    assert fuzz("prediction_log", source, env) >= 5
+    token = "fuzz-token-0123456789"
+    env = {"LOG_STORE_URL": f"sqlite:///{tmp_path / 'log.sqlite3'}", "API_TOKEN": token}
+    assert fuzz("prediction_log", source, env, {"Authorization": f"Bearer {token}"}) == 4
+    assert fuzz("prediction_log_ingest", source, env) == 2
 
 
 def test_ab_router() -> None:

@@ -534,6 +534,19 @@ def test_env_names_are_settings(spec: ServiceSpec) -> None:
     assert not unknown, f"not fields of {settings.__name__} nor server variables: {unknown}"
 
 
+def test_env_from_secrets_names_settings() -> None:
+    """An env var from a Secret (valueFrom.secretKeyRef: API_TOKEN) is not in ServiceSpec.env,
+    which the platform fills: its name must still be a setting of the function."""
+    from_secrets = 0
+    for resource in (r for r in RESOURCES if r.key == KNATIVE_SERVICE):
+        env = resource.doc["spec"]["template"]["spec"]["containers"][0].get("env", [])
+        source = next((e.get("value") for e in env if e["name"] == "FUNCTION_SOURCE"), "")
+        for var in (e for e in env if "secretKeyRef" in e.get("valueFrom", {})):
+            from_secrets += 1
+            assert var["name"] in settings_env_names(SETTINGS_BY_SOURCE[source]), resource.name
+    assert from_secrets >= 1  # prediction-log's API_TOKEN
+
+
 @pytest.mark.parametrize("spec", FUNCTIONS, ids=service_id)
 def test_what_the_platform_hands_a_service_is_read(spec: ServiceSpec) -> None:
     """Knative's names, the cluster-local gateway (make dev sets it for every Service) and

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 from flask import Request, Response
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SecretStr
 from werkzeug.exceptions import BadGateway, TooManyRequests
 from werkzeug.test import EnvironBuilder
 
@@ -177,3 +177,68 @@ def test_the_document_comes_from_the_routes() -> None:
     assert anything["post"]["requestBody"] == {"content": {"application/json": {"schema": {}}}}
     assert {"name": "X-User", "in": "header", "required": True, "description": "who",
             "schema": {"type": "string", "minLength": 1}} in anything["post"]["parameters"]  # fmt: skip
+
+
+# -- routes declared auth="token" ---------------------------------------------------------
+
+TOKEN = "unit-token-0123456789"
+
+
+def secret(request: Request, rid: str) -> Response:
+    return json_response({"secret": True}, rid)
+
+
+def tokened(token: SecretStr | None) -> HttpApp:
+    return HttpApp(
+        "tokened",
+        [
+            Route("/secret/<name>", "GET", secret, Operation("Secret"), auth="token"),
+            Route("/items/<name>", "GET", item, Operation("An item")),
+        ],
+        token=token,
+    )
+
+
+@pytest.mark.parametrize(
+    ("authorization", "status"),
+    [(None, 401), ("", 401), (f"Basic {TOKEN}", 401), (TOKEN, 401), ("Bearer", 401),
+     (f"Bearer {TOKEN}x", 401), (f"Bearer {TOKEN[:-1]}", 401), (f"Bearer {TOKEN}", 200),
+     (f"bearer {TOKEN}", 200)],
+)  # fmt: skip
+def test_a_tokened_route_needs_the_bearer_token(authorization: str | None, status: int) -> None:
+    headers = {} if authorization is None else {"Authorization": authorization}
+    response = tokened(SecretStr(TOKEN))(make_request(path="/secret/a", headers=headers))
+    assert response.status_code == status
+    if status == 401:
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+        body = orjson.loads(response.get_data())
+        assert (body["status"], body["title"]) == (401, "Unauthorized")
+        assert TOKEN not in response.get_data(as_text=True)
+    public = tokened(SecretStr(TOKEN))(make_request(path="/items/a", headers=headers))
+    assert public.status_code == 200
+
+
+def test_a_tokened_route_without_a_token_configured_is_503_naming_the_setting() -> None:
+    app = tokened(None)
+    response = app(make_request(path="/secret/a", headers={"Authorization": "Bearer x"}))
+    assert response.status_code == 503
+    assert "API_TOKEN" in orjson.loads(response.get_data())["detail"]
+    assert app(make_request(path="/items/a")).status_code == 200
+
+
+def test_the_document_declares_the_bearer_scheme_on_tokened_operations_only() -> None:
+    doc = orjson.loads(tokened(None)(make_request(path="/openapi.json")).get_data())
+    assert doc["components"]["securitySchemes"] == {
+        "bearerAuth": {"type": "http", "scheme": "bearer"}
+    }
+    assert doc["paths"]["/secret/{name}"]["get"]["security"] == [{"bearerAuth": []}]
+    assert "security" not in doc["paths"]["/items/{name}"]["get"]
+    assert (
+        "securitySchemes"
+        not in orjson.loads(APP(make_request(path="/openapi.json")).get_data())["components"]
+    )
+
+
+def test_one_handler_is_public_or_tokened_not_both() -> None:
+    with pytest.raises(ValueError, match="item"):
+        HttpApp("mixed", [Route("/a", "GET", item), Route("/b", "GET", item, auth="token")])

@@ -8,6 +8,7 @@ import pytest
 from functions.ab_router.settings import AbRouterSettings
 from functions.async_worker.settings import AsyncWorkerSettings
 from functions.core.settings import (
+    ApiTokenSettings,
     BaseFunctionSettings,
     EventSettings,
     JobStoreSettings,
@@ -99,3 +100,19 @@ def test_a_function_has_fields_for_its_own_concerns_only() -> None:
     assert [c for c in concerns if has(PredictSettings, c)] == [ModelSettings, EventSettings]
     assert [c for c in concerns if has(SyncAsyncSettings, c)] == list(concerns)
     assert [c for c in concerns if has(AsyncWorkerSettings, c)] == list(concerns)
+
+
+def test_the_api_token_is_secret_and_blank_is_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("API_TOKEN", raising=False)
+    assert build_settings(ApiTokenSettings).api_token is None
+    monkeypatch.setenv("API_TOKEN", "  ")  # a Secret key left empty: no token, not ""
+    assert build_settings(ApiTokenSettings).api_token is None
+    monkeypatch.setenv("API_TOKEN", "a-long-enough-token-0123")
+    token = build_settings(ApiTokenSettings).api_token
+    assert token is not None
+    assert token.get_secret_value() == "a-long-enough-token-0123"
+    assert "a-long-enough" not in repr(build_settings(ApiTokenSettings))
+    monkeypatch.setenv("API_TOKEN", "short-token")
+    with pytest.raises(SettingsError, match="API_TOKEN") as refused:
+        build_settings(ApiTokenSettings)
+    assert "short-token" not in str(refused.value)

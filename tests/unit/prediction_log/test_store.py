@@ -103,3 +103,31 @@ def test_a_redelivered_event_is_stored_once(store: LogStore) -> None:
 )
 def test_filters(store: LogStore, query: Query, expected: list[str]) -> None:
     assert ids(store.query(query)) == expected
+
+
+def _open_and_close(url: str) -> None:
+    open_log_store(url).close()
+
+
+def test_two_services_starting_at_once_both_create_the_schema(postgres_url: str) -> None:
+    """prediction-log and prediction-log-ingest open one fresh database as they start; before
+    the lock, about one start in two died on a duplicate pg_type/pg_class row."""
+    import multiprocessing
+
+    admin = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
+    context = multiprocessing.get_context("spawn")
+    for _ in range(4):
+        name = f"mlf_race_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
+        try:
+            starts = [context.Process(target=_open_and_close, args=(url,)) for _ in range(3)]
+            for start in starts:
+                start.start()
+            for start in starts:
+                start.join(60)
+            assert [start.exitcode for start in starts] == [0, 0, 0]
+        finally:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
