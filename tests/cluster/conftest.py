@@ -65,6 +65,10 @@ class Cluster:
             self._routes[name] = client
         return self._routes[name]
 
+    def url(self, name: str) -> str:
+        """The Service's URL (``status.url``) once it is Ready."""
+        return self._wait_ready(name)
+
     def _wait_ready(self, name: str) -> str:
         deadline, reason = time.monotonic() + READY_TIMEOUT, "not found"
         while time.monotonic() < deadline:

@@ -1,7 +1,8 @@
 """Every route a user curls, on a real Knative cluster: the loopback flows, through Knative.
 
-Data-driven from knative/, so a new Service is covered by adding its manifest: every Service
-answers its readiness path through its route, and every predictor (FUNCTION_SOURCE is the
+Data-driven from knative/, so a new Service is covered by adding its manifest: every public
+Service answers its readiness path through its route (a cluster-local one is Ready with a
+cluster-local URL), and every predictor (FUNCTION_SOURCE is the
 predict function) answers /health, /predict/test with its card's sample, and a malformed
 body with a 400 problem, staying healthy after it.
 """
@@ -13,13 +14,23 @@ import pytest
 from emulators.manifests import ServiceSpec
 from tests.cluster.conftest import SERVICES, Cluster, service_id
 
-PREDICTORS = [s for s in SERVICES if s.env.get("FUNCTION_SOURCE") == "functions/predict/main.py"]
+PUBLIC = [s for s in SERVICES if not s.cluster_local]
+PREDICTORS = [s for s in PUBLIC if s.env.get("FUNCTION_SOURCE") == "functions/predict/main.py"]
 
 
-@pytest.mark.parametrize("spec", SERVICES, ids=service_id)
+@pytest.mark.parametrize("spec", PUBLIC, ids=service_id)
 def test_service_is_ready_and_its_route_answers(cluster: Cluster, spec: ServiceSpec) -> None:
     response = cluster.route(spec.name).get(spec.readiness_path)
     assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize("spec", [s for s in SERVICES if s.cluster_local], ids=service_id)
+def test_a_cluster_local_service_is_ready_with_a_cluster_local_url(
+    cluster: Cluster, spec: ServiceSpec
+) -> None:
+    """Knative gives it no external route: its URL is the cluster's own
+    (``networking.knative.dev/visibility: cluster-local``)."""
+    assert cluster.url(spec.name).endswith(".svc.cluster.local")
 
 
 @pytest.mark.parametrize("spec", PREDICTORS, ids=service_id)
