@@ -82,7 +82,10 @@ class PredictionLogService:
                 f"event {event['id']}: data is not a prediction log: {e.error_count()} error(s)"
             ) from e
         added = self.store.add(
-            str(event["id"]), str(event["time"]), record.model_dump(mode="json", exclude_none=True)
+            str(event["source"]),
+            str(event["id"]),
+            str(event["time"]),
+            record.model_dump(mode="json", exclude_none=True),
         )
         if added:  # the seed's `kubectl logs` line, here rather than on every predictor's path
             logger.info("prediction logged", extra=_log_fields(record))

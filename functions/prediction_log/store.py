@@ -1,4 +1,6 @@
-"""The log store: records keyed by their CloudEvent id (so a redelivery stores nothing twice),
+"""The log store: records keyed by their CloudEvent source and id, which CloudEvents makes
+unique together (so a redelivery stores nothing twice, and no sender can claim another
+source's ids),
 queryable by time, job, model, variant, route and outlier flag, plus the ground truth that
 arrives later (``feedback``, one label per job: a second answer replaces the first).
 
@@ -23,7 +25,8 @@ import orjson
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS predictions (
-    event_id TEXT PRIMARY KEY,
+    source TEXT NOT NULL,
+    event_id TEXT NOT NULL,
     time TEXT NOT NULL,
     job_id TEXT NOT NULL,
     service TEXT NOT NULL,
@@ -33,7 +36,8 @@ CREATE TABLE IF NOT EXISTS predictions (
     route TEXT,
     status INTEGER NOT NULL,
     is_outlier SMALLINT,
-    record TEXT NOT NULL
+    record TEXT NOT NULL,
+    PRIMARY KEY (source, event_id)
 );
 CREATE INDEX IF NOT EXISTS predictions_time ON predictions (time);
 CREATE INDEX IF NOT EXISTS predictions_job ON predictions (job_id);
@@ -44,9 +48,30 @@ CREATE TABLE IF NOT EXISTS feedback (
     time TEXT NOT NULL
 )
 """
-_COLUMNS = (
-    "event_id, time, job_id, service, model, version, variant, route, status, is_outlier, record"
+# A table of the old schema (keyed by event_id alone) is keyed anew by (source, event_id);
+# its rows get the source their Service's recorder gave them (core.recording).
+_OLD_SOURCE = "'/functions/' || service"
+_SQLITE_MIGRATE = f"""
+ALTER TABLE predictions RENAME TO predictions_old;
+DROP INDEX IF EXISTS predictions_time;
+DROP INDEX IF EXISTS predictions_job;
+DROP INDEX IF EXISTS predictions_route;
+{_SCHEMA.split("CREATE TABLE IF NOT EXISTS feedback")[0]}
+INSERT INTO predictions SELECT {_OLD_SOURCE}, * FROM predictions_old;
+DROP TABLE predictions_old
+"""
+_POSTGRES_MIGRATE = f"""
+ALTER TABLE predictions ADD COLUMN source TEXT;
+UPDATE predictions SET source = {_OLD_SOURCE};
+ALTER TABLE predictions ALTER COLUMN source SET NOT NULL;
+ALTER TABLE predictions DROP CONSTRAINT predictions_pkey;
+ALTER TABLE predictions ADD PRIMARY KEY (source, event_id)
+"""
+_OLD_TABLE = (  # an old-schema table: one that has no source column
+    "SELECT 1 FROM {columns} WHERE {table} = 'predictions'"
+    " AND NOT EXISTS (SELECT 1 FROM {columns} WHERE {table} = 'predictions' AND {name} = 'source')"
 )
+_COLUMNS = "source, event_id, time, job_id, service, model, version, variant, route, status, is_outlier, record"
 
 
 @dataclass(frozen=True)
@@ -62,8 +87,8 @@ class Query:
 
 
 class LogStore(Protocol):
-    def add(self, event_id: str, time: str, record: dict[str, Any]) -> bool:
-        """Store one record; False when this event id is already stored."""
+    def add(self, source: str, event_id: str, time: str, record: dict[str, Any]) -> bool:
+        """Store one record; False when this event (source and id) is already stored."""
         ...
 
     def query(self, query: Query) -> list[dict[str, Any]]: ...
@@ -90,10 +115,10 @@ class _SqlStore:
     )
     cursor: Callable[[], AbstractContextManager[Any]]
 
-    def add(self, event_id: str, time: str, record: dict[str, Any]) -> bool:
-        sql = self.insert_ignore.format(cols=_COLUMNS, marks=", ".join([self.mark] * 11))
+    def add(self, source: str, event_id: str, time: str, record: dict[str, Any]) -> bool:
+        sql = self.insert_ignore.format(cols=_COLUMNS, marks=", ".join([self.mark] * 12))
         with self.cursor() as cur:
-            cur.execute(sql, _row(event_id, time, record))
+            cur.execute(sql, _row(source, event_id, time, record))
             return bool(cur.rowcount == 1)
 
     def query(self, query: Query) -> list[dict[str, Any]]:
@@ -135,7 +160,19 @@ class SqliteLogStore(_SqlStore):
         # every logged prediction: ~2/3 of what storing one cost.
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
+        self._db.execute("BEGIN IMMEDIATE")  # the other log Service may start at once
+        try:
+            columns = "pragma_table_info('predictions')"
+            old = _OLD_TABLE.format(columns=columns, table="'predictions'", name="name")
+            if self._db.execute(old).fetchone() is not None:
+                for statement in filter(str.strip, _SQLITE_MIGRATE.split(";")):
+                    self._db.execute(statement)
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                self._db.execute(statement)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
         self._lock = threading.Lock()
 
     @contextmanager
@@ -152,7 +189,8 @@ class PostgresLogStore(_SqlStore):
 
     mark = "%s"
     insert_ignore = (
-        "INSERT INTO predictions ({cols}) VALUES ({marks}) ON CONFLICT (event_id) DO NOTHING"
+        "INSERT INTO predictions ({cols}) VALUES ({marks}) "
+        "ON CONFLICT (source, event_id) DO NOTHING"
     )
 
     def __init__(self, dsn: str) -> None:
@@ -165,7 +203,11 @@ class PostgresLogStore(_SqlStore):
         # transaction under a lock, or the second's CREATE ... IF NOT EXISTS can still fail.
         with self._pool.connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('mlf_prediction_log_schema'))")
-            for statement in filter(str.strip, _SCHEMA.split(";")):
+            columns = "information_schema.columns"
+            table = "table_schema = current_schema() AND table_name"
+            old = _OLD_TABLE.format(columns=columns, table=table, name="column_name")
+            migrate = _POSTGRES_MIGRATE if conn.execute(old).fetchone() is not None else ""
+            for statement in filter(str.strip, (migrate + ";" + _SCHEMA).split(";")):
                 conn.execute(statement)
 
     @contextmanager
@@ -193,9 +235,10 @@ def open_log_store(url: str) -> LogStore:
     )
 
 
-def _row(event_id: str, time: str, record: dict[str, Any]) -> tuple[Any, ...]:
+def _row(source: str, event_id: str, time: str, record: dict[str, Any]) -> tuple[Any, ...]:
     outlier = record.get("is_outlier")
     return (
+        source,
         event_id,
         time,
         record["job_id"],

@@ -90,6 +90,20 @@ def test_binary_and_structured_events_are_stored_once(
     assert records[1]["event_id"] == event["id"]
 
 
+def test_an_event_forged_with_a_services_id_does_not_suppress_its_record(
+    ingest: FlaskClient, log: FlaskClient
+) -> None:
+    """The sink deduped on the id alone: an event posted first with a Service's next id (from
+    another source) made the Service's own record a "redelivery", dropped."""
+    forged = events.make(events.PREDICTION_LOGGED, "/forger", data("forged"), id="next-id")
+    real = events.make(events.PREDICTION_LOGGED, "/functions/iris", data("real"), id="next-id")
+    assert post_binary(ingest, forged).status_code == 202
+    assert post_binary(ingest, real).status_code == 202
+    assert post_binary(ingest, real).status_code == 202  # its redelivery is still stored once
+    records = log.get("/logs").get_json()["records"]
+    assert sorted(r["job_id"] for r in records) == ["forged", "real"]
+
+
 def test_queries(ingest: FlaskClient, log: FlaskClient) -> None:
     post_binary(ingest, events.make(events.PREDICTION_LOGGED, "/functions/iris", data("a")))
     post_binary(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,22 @@ def test_event_ids_are_unique_and_a_forked_copy_makes_its_own(tmp_path: Path) ->
     ids = [event["id"] for event in spooled(tmp_path)]
     assert len(ids) == 5
     assert len(set(ids)) == 5
+
+
+def test_event_ids_are_random_uuids_that_tell_nothing_of_the_next(tmp_path: Path) -> None:
+    """They were a per-process prefix and a counter: the next ids, read off /logs, could be
+    posted first, and the sink then dropped the real records as redeliveries."""
+    recorder = observer(tmp_path).recorder
+    assert recorder is not None
+    for _ in range(50):
+        recorder.record("job-2", "predict", 200, 0.001, LogEntry())
+    ids = [event["id"] for event in spooled(tmp_path)]
+    parsed = [uuid.UUID(i) for i in ids]
+    assert all(
+        str(u) == i and u.version == 4 and u.variant == uuid.RFC_4122
+        for u, i in zip(parsed, ids, strict=True)
+    )
+    assert len({i[:8] for i in ids}) > 40  # no shared prefix (a counter's ids share one)
 
 
 def test_a_failed_request_logs_its_input_and_error_and_no_answer(tmp_path: Path) -> None:

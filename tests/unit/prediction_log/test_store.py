@@ -3,6 +3,7 @@ and every query filter."""
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -19,6 +20,8 @@ from functions.prediction_log.store import (
     SqliteLogStore,
     open_log_store,
 )
+
+SOURCE = "/functions/iris"
 
 
 def record(
@@ -56,12 +59,11 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LogStore]:
         assert isinstance(s, PostgresLogStore)
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("TRUNCATE predictions")
-    s.add("e1", "2026-01-01T10:00:00+00:00", record("j1"))
-    s.add(
-        "e2", "2026-01-01T11:00:00+00:00", record("j2", model="iris-rf", variant="rf", outlier=True)
-    )
-    s.add("e3", "2026-01-01T12:00:00+00:00", record("j3", outlier=[False, True]))
-    s.add("e4", "2026-01-01T13:00:00+00:00", record("j1", variant="rf"))
+    s.add(SOURCE, "e1", "2026-01-01T10:00:00+00:00", record("j1"))
+    rf = record("j2", model="iris-rf", variant="rf", outlier=True)
+    s.add(SOURCE, "e2", "2026-01-01T11:00:00+00:00", rf)
+    s.add(SOURCE, "e3", "2026-01-01T12:00:00+00:00", record("j3", outlier=[False, True]))
+    s.add(SOURCE, "e4", "2026-01-01T13:00:00+00:00", record("j1", variant="rf"))
     yield s
     s.close()
 
@@ -83,8 +85,69 @@ def ids(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def test_a_redelivered_event_is_stored_once(store: LogStore) -> None:
-    assert store.add("e1", "2026-01-01T10:00:00+00:00", record("j1")) is False
+    assert store.add(SOURCE, "e1", "2026-01-01T10:00:00+00:00", record("j1")) is False
     assert len(store.query(Query(limit=100))) == 4
+
+
+def test_an_id_from_another_source_is_another_event(store: LogStore) -> None:
+    """CloudEvents makes source and id unique together: keyed by the id alone, an event
+    forged with a Service's next id made the sink drop the Service's own as a redelivery."""
+    assert store.add("/forger", "e5", "2026-01-01T14:00:00+00:00", record("j5")) is True
+    assert store.add(SOURCE, "e5", "2026-01-01T14:00:01+00:00", record("j6")) is True
+    assert [
+        r["job_id"] for r in store.query(Query(since=datetime(2026, 1, 1, 14, tzinfo=UTC)))
+    ] == ["j5", "j6"]
+
+
+_OLD_SCHEMA = """
+CREATE TABLE predictions (
+    event_id TEXT PRIMARY KEY, time TEXT NOT NULL, job_id TEXT NOT NULL, service TEXT NOT NULL,
+    model TEXT NOT NULL, version TEXT NOT NULL, variant TEXT NOT NULL, route TEXT,
+    status INTEGER NOT NULL, is_outlier SMALLINT, record TEXT NOT NULL
+);
+CREATE INDEX predictions_time ON predictions (time);
+CREATE INDEX predictions_job ON predictions (job_id);
+CREATE INDEX predictions_route ON predictions (route);
+CREATE TABLE feedback (job_id TEXT PRIMARY KEY, label TEXT NOT NULL, time TEXT NOT NULL)
+"""
+_OLD_ROW = (
+    "INSERT INTO predictions VALUES ('e1', '2026-01-01T10:00:00+00:00', 'j1', 'iris', "
+    "'iris-svc', '1', 'v1', NULL, 200, 0, '{\"job_id\": \"j1\"}')"
+)
+
+
+def _old_store(url: str) -> None:
+    if url.startswith("sqlite:///"):
+        with sqlite3.connect(url.removeprefix("sqlite://")) as db:
+            db.executescript(_OLD_SCHEMA + ";" + _OLD_ROW)
+        return
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS predictions, feedback")
+        for statement in (*_OLD_SCHEMA.split(";"), _OLD_ROW):
+            if statement.strip():
+                conn.execute(statement)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_store_of_the_old_schema_is_keyed_anew_with_its_rows(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    url = (
+        f"sqlite:///{tmp_path / 'old.sqlite3'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
+    _old_store(url)
+    for _ in range(2):  # the second opening finds the new schema and leaves it be
+        s = open_log_store(url)
+        assert s.add(SOURCE, "e1", "2026-01-01T10:00:00+00:00", record("j1")) is False
+        assert s.add("/forger", "e1", "2026-01-01T10:00:00+00:00", record("j1")) in (True, False)
+        assert [r["event_id"] for r in s.query(Query(job_id="j1"))] == ["e1", "e1"]
+        assert s.has_job("j1")
+        s.close()
+    if backend == "postgres":
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("DROP TABLE predictions, feedback")
 
 
 @pytest.mark.parametrize(
