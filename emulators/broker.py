@@ -26,7 +26,7 @@ from aiohttp import web
 
 from emulators.durations import iso_seconds
 from emulators.manifests import Resource
-from emulators.problems import problem
+from emulators.problems import problem, problems
 from functions.core import events
 from functions.core.errors import BadRequest, FunctionError, NotFound
 
@@ -167,7 +167,7 @@ class Broker:
         self._session: aiohttp.ClientSession | None = None
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[problems])
         app.router.add_get("/_stats", self._stats)
         app.router.add_post("/{namespace}/{broker}", self._ingress)
         app.cleanup_ctx.append(self._lifecycle)

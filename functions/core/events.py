@@ -8,6 +8,7 @@ attributes are lower-case alphanumerics of at most 20 characters (``jobid``).
 from __future__ import annotations
 
 import base64
+import re
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -33,10 +34,12 @@ __all__ = [
     "INFERENCE_COMPLETED",
     "INFERENCE_REQUESTED",
     "JOB_ID",
+    "MAX_DEPTH",
     "PREDICTION_LOGGED",
     "PREFIX",
     "CloudEvent",
     "attributes",
+    "check_depth",
     "copy",
     "from_structured",
     "is_event",
@@ -47,12 +50,47 @@ __all__ = [
 ]
 
 
+MAX_DEPTH = 64  # of JSON nesting in an event: ours nest 6 deep at most
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')  # a JSON string, escapes and all
+_NOT_BRACKET = bytes(set(range(256)) - set(b"[]{}"))
+_PAIR = re.compile(rb"\[\]|\{\}")  # an innermost pair
+
+
+def check_depth(body: bytes, limit: int = MAX_DEPTH) -> None:
+    """400 when the JSON in ``body`` nests deeper than ``limit``, before any parser recurses
+    into it (the SDK's stdlib ``json`` raised RecursionError, a 500, at ~1000 levels). Of the
+    brackets outside strings, each pass drops the innermost pairs: the depth is the number
+    of passes, all at C speed. Unbalanced brackets are the parser's to report."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return
+    brackets = _STRING.sub(b"", body).translate(None, _NOT_BRACKET)
+    for depth in range(limit + 1):
+        if not brackets:
+            return
+        brackets, dropped = _PAIR.subn(b"", brackets)
+        if not dropped:  # unbalanced (not JSON): as deep as the openers left could go
+            if depth + brackets.count(b"[") + brackets.count(b"{") <= limit:
+                return  # the parser says what is wrong
+            break
+    raise BadRequest(f"JSON nested deeper than {limit} levels")
+
+
 def parse(headers: Mapping[str, str], body: bytes) -> CloudEvent:
-    """A CloudEvent from an HTTP message in binary or structured mode; 400 if it is not one."""
+    """A CloudEvent from an HTTP message in binary or structured mode; 400 if it is not one,
+    or if its JSON nests deeper than ``MAX_DEPTH``."""
+    if _is_json(headers):
+        check_depth(body)
     try:
         return from_http(dict(headers), body, data_unmarshaller=_json_or_text)
     except (GenericException, ValueError) as e:  # ValueError: a body that is not UTF-8
         raise BadRequest(f"not a valid CloudEvent: {e}") from e
+
+
+def _is_json(headers: Mapping[str, str]) -> bool:
+    """Whether the SDK's parser, or ours, reads the body as JSON: structured mode (anything
+    that is not binary), or binary-mode data of a JSON content type."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    return "ce-specversion" not in lowered or "json" in lowered.get("content-type", "")
 
 
 def _json_or_text(data: bytes | str | None) -> Any:

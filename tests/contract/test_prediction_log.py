@@ -139,6 +139,14 @@ def test_bad_events_are_refused_without_asking_for_a_retry(
     assert log.get("/logs").get_json()["records"] == []
 
 
+def test_deeply_nested_json_is_a_400_naming_the_limit(ingest: FlaskClient) -> None:
+    """Was a RecursionError 500 (the SDK's stdlib json), which a broker retries."""
+    for body in (b"[" * 100_000, b'{"specversion": "1.0", "data": ' + b"[" * 100_000):
+        response = ingest.post("/", data=body, content_type="application/cloudevents+json")
+        assert_problem(response, 400)
+        assert f"deeper than {events.MAX_DEPTH}" in response.get_json()["detail"]
+
+
 def test_feedback_needs_a_known_job_and_replaces_an_earlier_answer(
     ingest: FlaskClient, log: FlaskClient
 ) -> None:

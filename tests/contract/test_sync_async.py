@@ -18,6 +18,7 @@ from werkzeug.test import TestResponse
 
 from functions.core import events
 from functions.core.jobstore import Job, JobStore, open_store
+from tests.contract.test_predict_tabular import assert_problem
 from tests.helpers import AppThread, catch_all, free_port, function_client, sample_bytes
 from tests.redis_server import RedisServer, running_redis
 
@@ -166,6 +167,14 @@ def test_bad_events_are_4xx_which_the_broker_does_not_retry(
     assert worker.post("/", headers=headers, data=body).status_code == 422
     headers, body = requested("j1", extra="field")
     assert worker.post("/", headers=headers, data=body).status_code == 422
+
+
+@pytest.mark.parametrize("path", ["/", "/dead-letter"])
+def test_deeply_nested_json_is_a_400_naming_the_limit(worker: FlaskClient, path: str) -> None:
+    """Was a RecursionError 500, which the broker retried."""
+    response = worker.post(path, data=b"[" * 100_000, content_type="application/cloudevents+json")
+    assert_problem(response, 400)
+    assert f"deeper than {events.MAX_DEPTH}" in response.get_json()["detail"]
 
 
 def test_worker_health_and_metadata(worker: FlaskClient) -> None:

@@ -217,6 +217,7 @@ def test_structured_mode_is_accepted(broker_for: Callable[..., RunningBroker], s
         ({"Content-Type": "application/json"}, b'{"no": "attributes"}'),
         ({"ce-specversion": "1.0", "ce-type": TYPE}, b"{}"),  # no id, no source
         ({"Content-Type": "application/cloudevents+json"}, b"{not json"),
+        ({"Content-Type": "application/cloudevents+json"}, b"[" * 100_000),  # was a 500
     ],
 )
 def test_bad_cloudevents_get_400(
@@ -226,6 +227,14 @@ def test_bad_cloudevents_get_400(
     response = httpx.post(broker.ingress, headers=headers, content=body)
     assert response.status_code == 400
     assert response.headers["Content-Type"] == "application/problem+json"
+
+
+def test_the_brokers_own_errors_are_problems(broker_for: Callable[..., RunningBroker]) -> None:
+    """aiohttp's own answers (no such route, a method not allowed) were text/plain."""
+    broker = broker_for([])
+    for response in (httpx.get(broker.ingress), httpx.post(f"{broker.url}/a/b/c")):
+        assert response.status_code in (404, 405)
+        assert response.headers["Content-Type"] == "application/problem+json"
 
 
 def test_unknown_broker_is_404(broker_for: Callable[..., RunningBroker]) -> None:
