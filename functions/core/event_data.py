@@ -28,9 +28,11 @@ class PredictionLogData(BaseModel):
     error: str | None = Field(None, description="the problem detail of a failed request")
     label: str | list[str] | None = Field(None, description="the top label (one per row)")
     route: str | None = Field(None, description="the route served, for A/B analysis")
-    assignment: Literal["split", "forced", "sticky"] | None = Field(
+    assignment: Literal["split", "forced", "sticky", "direct"] | None = Field(
         None,
-        description="how an A/B request reached this variant; forced ones stay out of verdicts",
+        description="how a request reached this variant of an A/B route: through the route "
+        "(split, forced: out of verdicts; sticky), or direct, a call of the variant itself "
+        "(out of every A/B figure)",
     )
 
 

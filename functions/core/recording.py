@@ -37,6 +37,8 @@ from functions.core.transport import sink_for
 logger = logging.getLogger("predictions")
 
 INLINE_INPUT_BYTES = 16 * 1024  # larger inputs are recorded by reference (sha256 and size)
+# How a request reached a variant of an A/B route (functions.predict.logged says).
+Assignment = Literal["split", "forced", "sticky", "direct"]
 _ENTRY = "mlf.log_entry"  # where a request keeps its LogEntry: its WSGI environ
 
 
@@ -50,7 +52,7 @@ class LogEntry:
     label: str | list[str] | None = None
     is_outlier: bool | list[bool] | None = None
     outlier_score: float | list[float] | None = None
-    assignment: Literal["split", "forced", "sticky"] | None = None
+    assignment: Assignment | None = None
 
     def received(self, body: bytes) -> None:
         """Take ``body`` as the input (for ``core.http.read_body``'s ``received``)."""

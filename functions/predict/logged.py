@@ -4,24 +4,25 @@ the label(s) it names, the outlier flags, and how an A/B request reached this va
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from flask import Request
 
 from functions.core.codecs import Label
-from functions.core.recording import LogEntry
+from functions.core.recording import Assignment, LogEntry
 
 ASSIGNMENT_HEADER = "X-AB-Assignment"  # set by the ab-test route and the A/B router, never clients
 SAMPLE = "sample"  # the input logged by the endpoints that predict the card's sample
 _NOT_OUTPUT = ("job_id", "model", "version", "is_outlier", "outlier_score")
-_MARKED: dict[str, Literal["forced", "sticky"]] = {"forced": "forced", "sticky": "sticky"}
+_MARKED: dict[str, Assignment] = {"split": "split", "forced": "forced", "sticky": "sticky"}
 
 
 def assigned(request: Request) -> LogEntry:
     """A request's entry on a Service that serves an A/B route (``ROUTE``): how it got here,
-    as the route's forcing rule or the sticky router say (``split`` otherwise)."""
-    given = request.headers.get(ASSIGNMENT_HEADER, "split").lower()
-    return LogEntry(assignment=_MARKED.get(given, "split"))
+    as the route marks every request it routes (``split`` or ``forced``) and the sticky router
+    its own; unmarked, the variant was called directly (``direct``), not through the route."""
+    given = request.headers.get(ASSIGNMENT_HEADER, "").lower()
+    return LogEntry(assignment=_MARKED.get(given, "direct"))
 
 
 def answered(entry: LogEntry, body: dict[str, Any], label: Label | None) -> None:

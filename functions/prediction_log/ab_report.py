@@ -1,6 +1,7 @@
 """A/B figures and a verdict, over the prediction log of one route.
 
-Per variant: requests, errors, forced requests, latency p50/p95/p99, the label distribution
+Requests that called a variant directly (``assignment`` ``direct``), not through the route,
+are left out of every figure; the report counts them (``direct``). Per variant: requests, errors, forced requests, latency p50/p95/p99, the label distribution
 and — where ground truth came back through ``POST /feedback`` — accuracy with a 95 % Wilson
 interval. The verdict compares the two variants' accuracy with a two-proportion z-test
 (pooled; the same p-value as a chi-square test of the 2x2 table without continuity
@@ -54,10 +55,14 @@ def two_proportion_z(correct_a: int, n_a: int, correct_b: int, n_b: int) -> tupl
 def report(route: str, records: list[dict[str, Any]], truth: dict[str, str]) -> dict[str, Any]:
     """The figures per variant and the verdict; ``truth`` maps job ids to their true label."""
     by_variant: dict[str, list[dict[str, Any]]] = {}
+    direct = 0
     for record in records:
+        if record.get("assignment") == "direct":
+            direct += 1
+            continue
         by_variant.setdefault(str(record["variant"]), []).append(record)
     variants = {name: _figures(rows, truth) for name, rows in sorted(by_variant.items())}
-    return {"route": route, "variants": variants, "verdict": _verdict(variants)}
+    return {"route": route, "direct": direct, "variants": variants, "verdict": _verdict(variants)}
 
 
 def _figures(rows: list[dict[str, Any]], truth: dict[str, str]) -> dict[str, Any]:

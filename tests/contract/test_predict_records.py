@@ -76,16 +76,20 @@ def test_a_refused_request_logs_its_input_and_error(outbox: Path) -> None:
 
 
 def test_an_ab_variant_logs_how_each_request_reached_it(outbox: Path) -> None:
+    """The route marks every request it routes; an unmarked one called the variant directly
+    (it was logged as split, A/B traffic)."""
     with recording(outbox, "iris-svc", ROUTE="ab-test", VARIANT="svc") as iris:
-        for marked in ("forced", "Sticky", "anything", None):
+        for marked in ("forced", "Sticky", "split", "anything", None):
             iris.get("/predict/test", headers={"X-AB-Assignment": marked} if marked else {})
         iris.get("/v1/models/nope", headers={"X-AB-Assignment": "forced"})  # not a prediction
         iris.post("/v1/models/iris-svc:predict", json={"instances": [SETOSA]})
     logged = list(records(outbox))
-    assert [r["assignment"] for r in logged] == ["forced", "sticky", "split", "split", "split"]
+    assert [r["assignment"] for r in logged] == [
+        "forced", "sticky", "split", "direct", "direct", "direct"
+    ]  # fmt: skip
     assert {r["route"] for r in logged} == {"ab-test"}
-    assert [r["input"] for r in logged[:4]] == ["sample"] * 4
-    v1 = logged[4]
+    assert [r["input"] for r in logged[:5]] == ["sample"] * 5
+    v1 = logged[5]
     assert list(v1["output"]) == ["predictions"]
     assert "label" not in v1  # the protocols' answers name no label
 

@@ -114,6 +114,13 @@ def test_forced_and_sticky_requests_are_marked_in_the_log(platform: str) -> None
             "/ab-test/predict/test",
             headers={"X-Request-Id": "split-1", "X-AB-Assignment": "forced"},
         )
+        # A variant called directly (on the cluster-local listener), not through the route:
+        # was logged as split A/B traffic.
+        routes = {s["name"]: s["url"] for s in client.get("/_routes").json()["services"]}
+        direct = httpx.get(
+            f"{routes['iris-rf']}/predict/test", headers={"X-Request-Id": "direct-1"}
+        )
+        assert direct.status_code == 200
 
         def assignment(job: str) -> str | None:
             logs = client.get("/prediction-log/logs", params={"job_id": job}, headers=BEARER)
@@ -122,8 +129,16 @@ def test_forced_and_sticky_requests_are_marked_in_the_log(platform: str) -> None
 
         # The log is eventually consistent: a delivery the broker had to retry (a busy log
         # Service) arrives after its backoff, 1 + 2 + 4 + ... seconds.
-        for job, expected in (("forced-1", "forced"), ("sticky-1", "sticky"), ("split-1", "split")):
+        marked = (
+            ("forced-1", "forced"), ("sticky-1", "sticky"), ("split-1", "split"),
+            ("direct-1", "direct"),
+        )  # fmt: skip
+        for job, expected in marked:
             assert wait_for(lambda job=job: assignment(job), 90, f"{job} in the log") == expected
+        report = client.get(
+            "/prediction-log/ab-report", params={"route": "ab-test"}, headers=BEARER
+        )
+        assert report.json()["direct"] >= 1
 
 
 @pytest.mark.parametrize(

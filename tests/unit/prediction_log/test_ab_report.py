@@ -68,6 +68,29 @@ def test_report_matches_a_hand_count() -> None:
     assert (rf["requests"], rf["errors"], rf["labelled"], rf["correct"]) == (2, 1, 1, 1)
     assert out["verdict"]["decided"] is False
     assert "not enough data" in out["verdict"]["reason"]
+    assert out["direct"] == 0
+
+
+def test_direct_calls_of_a_variant_are_left_out_of_every_figure() -> None:
+    """A variant called directly, not through the route, was counted as split traffic."""
+    records = [
+        rec("1", "svc", "setosa", 1.0),
+        rec("2", "svc", "virginica", 500.0, status=500, assignment="direct"),
+        rec("3", "rf", "setosa", 2.0, assignment="sticky"),
+        rec("4", "rf", "setosa", 900.0, assignment="direct"),
+        rec("5", "other", "setosa", 9.0, assignment="direct"),  # only ever called directly
+    ]
+    out = report("ab-test", records, {"1": "setosa", "2": "virginica", "4": "setosa"})
+    assert out["direct"] == 3
+    assert set(out["variants"]) == {"svc", "rf"}
+    svc, rf = out["variants"]["svc"], out["variants"]["rf"]
+    assert (svc["requests"], svc["errors"], svc["labelled"], svc["latency_ms"]["p99"]) == (
+        1,
+        0,
+        1,
+        1.0,
+    )
+    assert (rf["requests"], rf["labelled"], rf["latency_ms"]["p99"]) == (1, 0, 2.0)
 
 
 def test_a_clear_difference_is_decided() -> None:
