@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,33 @@ def test_n_predictions_make_exactly_n_records(platform: LocalPlatform) -> None:
         ("iris-svc", "1", "iris-00001", "iris")
     }
     assert all(r["is_outlier"] is False and r["outlier_score"] > 0 for r in found)
+
+
+def test_ids_forged_from_another_source_suppress_no_record(platform: LocalPlatform) -> None:
+    """Event ids were a per-process prefix and a counter, shown in /logs, and the sink deduped
+    on the id alone: events posted with the next ids suppressed the next real records. Now
+    they are random UUIDs, and an id is a record's only with its source."""
+    answered = predict(platform, 5, "first")
+    until(lambda: len(records(platform)) == 5)
+    seen = [r["event_id"] for r in records(platform)]
+    assert all(uuid.UUID(i).version == 4 for i in seen)
+    assert len({i[:8] for i in seen}) == 5  # no shared prefix to count on from
+    ingest = platform.launcher.revisions["prediction-log-ingest"].url
+    for event_id in seen:  # the ids a forger can read, claimed from another source
+        record = PredictionLogData(
+            job_id=f"forged-{event_id}", service="iris", model="iris-svc", version="1",
+            variant="x", endpoint="predict", status=200, latency_ms=1.0,
+        )  # fmt: skip
+        event = events.make(
+            events.PREDICTION_LOGGED, "/forger", record.model_dump(mode="json"), id=event_id
+        )
+        headers, body = events.to_binary(event)
+        assert httpx.post(ingest, headers=headers, content=body).status_code == 202
+    answered += predict(platform, 5, "then")
+    until(lambda: len(records(platform)) == 15)
+    jobs = [r["job_id"] for r in records(platform)]
+    assert set(answered) <= set(jobs)
+    assert len(jobs) == 15
 
 
 def test_the_log_is_read_and_labelled_with_the_token_only(platform: LocalPlatform) -> None:
