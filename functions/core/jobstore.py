@@ -19,6 +19,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -122,7 +123,24 @@ CREATE INDEX IF NOT EXISTS blobs_expires ON blobs (expires);
 """
 
 
-class SqliteJobStore:
+class _PendingChanges(ABC):
+    """What both stores write the same way: a change to a job still pending, made as one
+    step by the store's ``_change_pending``."""
+
+    def finish(self, job_id: str, status: Status, event_id: str, **values: Any) -> bool:
+        return self._change_pending(
+            job_id, lambda job: replace(job, status=status, event_id=event_id, **values)
+        )
+
+    def mark_queued(self, job_id: str) -> bool:
+        return self._change_pending(job_id, lambda job: replace(job, queued=True))
+
+    @abstractmethod
+    def _change_pending(self, job_id: str, change: Callable[[Job], Job]) -> bool:
+        """Apply ``change`` to a pending job; False when it is not pending (or not there)."""
+
+
+class SqliteJobStore(_PendingChanges):
     """Embedded: one file, any number of processes on this machine (WAL, busy timeout).
 
     The file is opened on first use, so a store that cannot be opened yet is a 503 per
@@ -186,14 +204,6 @@ class SqliteJobStore:
                 "SELECT doc FROM jobs WHERE job_id = ? AND expires > ?", (job_id, time.time())
             ).fetchone()
         return Job.loads(row[0]) if row else None
-
-    def finish(self, job_id: str, status: Status, event_id: str, **values: Any) -> bool:
-        return self._change_pending(
-            job_id, lambda job: replace(job, status=status, event_id=event_id, **values)
-        )
-
-    def mark_queued(self, job_id: str) -> bool:
-        return self._change_pending(job_id, lambda job: replace(job, queued=True))
 
     def _change_pending(self, job_id: str, change: Callable[[Job], Job]) -> bool:
         with self._db() as db:
@@ -259,7 +269,7 @@ return 1
 _EPOCH = "jobstore:epoch"  # no TTL: written with the first job after the store started empty
 
 
-class RedisJobStore:
+class RedisJobStore(_PendingChanges):
     """The cluster backend: ``SET NX EX`` creates, a server-side script changes a pending job.
 
     A command is not retried on a timeout (the write may have landed; the caller's own
@@ -300,14 +310,6 @@ class RedisJobStore:
         with self._unavailable():
             raw = self._redis.get(f"job:{job_id}")
         return Job.loads(raw) if raw else None
-
-    def finish(self, job_id: str, status: Status, event_id: str, **values: Any) -> bool:
-        return self._change_pending(
-            job_id, lambda job: replace(job, status=status, event_id=event_id, **values)
-        )
-
-    def mark_queued(self, job_id: str) -> bool:
-        return self._change_pending(job_id, lambda job: replace(job, queued=True))
 
     def _change_pending(self, job_id: str, change: Callable[[Job], Job]) -> bool:
         job = self.get(job_id)
