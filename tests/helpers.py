@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,6 +20,8 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
+import psycopg
+import pytest
 from aiohttp import web
 from flask.testing import FlaskClient
 
@@ -358,3 +361,19 @@ def http_server(handler: type[CountingHandler]) -> Iterator[str]:
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+@contextmanager
+def postgres_database(prefix: str) -> Iterator[str]:
+    """A database of its own on the machine's PostgreSQL (127.0.0.1:5432, trust auth),
+    dropped after; the test is skipped where no PostgreSQL answers. Yields its URL."""
+    admin = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
+    try:
+        conn = psycopg.connect(admin, autocommit=True)
+    except psycopg.OperationalError as e:
+        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432: {e}")
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with conn:
+        conn.execute(f"CREATE DATABASE {name}")
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")

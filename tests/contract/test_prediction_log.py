@@ -4,13 +4,11 @@ is the query API, sending the token unless a test says otherwise."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
-import psycopg
 import pytest
 from flask.testing import FlaskClient
 
@@ -18,7 +16,7 @@ from functions.core import events
 from functions.core.event_data import PredictionLogData
 from functions.core.settings import REPO_ROOT
 from tests.contract.test_predict_tabular import assert_problem
-from tests.helpers import function_client
+from tests.helpers import function_client, postgres_database
 
 SOURCE = str(REPO_ROOT / "functions" / "prediction_log" / "main.py")
 TOKEN = "contract-token-0123456789"
@@ -31,16 +29,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'log.sqlite3'}"
         return
-    admin = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
-    try:
-        conn = psycopg.connect(admin, autocommit=True)
-    except psycopg.OperationalError as e:
-        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432: {e}")
-    name = f"mlf_contract_{uuid.uuid4().hex[:12]}"
-    with conn:
-        conn.execute(f"CREATE DATABASE {name}")
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    with postgres_database("mlf_contract") as url:
+        yield url
 
 
 @pytest.fixture

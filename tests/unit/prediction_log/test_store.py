@@ -20,6 +20,7 @@ from functions.prediction_log.store import (
     SqliteLogStore,
     open_log_store,
 )
+from tests.helpers import postgres_database
 
 SOURCE = "/functions/iris"
 
@@ -36,16 +37,8 @@ def record(
 @pytest.fixture(scope="module")
 def postgres_url() -> Iterator[str]:
     """A database of its own on the machine's PostgreSQL (127.0.0.1:5432, trust auth)."""
-    admin = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
-    try:
-        conn = psycopg.connect(admin, autocommit=True)
-    except psycopg.OperationalError as e:
-        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432: {e}")
-    name = f"mlf_test_{uuid.uuid4().hex[:12]}"
-    with conn:
-        conn.execute(f"CREATE DATABASE {name}")
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    with postgres_database("mlf_test") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
