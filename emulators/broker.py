@@ -1,11 +1,14 @@
 """Broker: the Knative Eventing broker, locally, read from eventing/ manifests.
 
-CloudEvents ingress at ``/<namespace>/<broker>`` (binary or structured mode) answers 202 and
-fans each event out to every Trigger whose filter matches (``filter.attributes``, or
+CloudEvents ingress at ``/<namespace>/<broker>`` (binary or structured mode) answers 202, or
+413 for an event over ``max_event_bytes`` (no subscriber should get what no one can take),
+and fans each event out to every Trigger whose filter matches (``filter.attributes``, or
 ``filters`` with exact/prefix/suffix/all/any/not). Delivery follows the Trigger's, else the
 Broker's, ``delivery``: ``retry`` attempts with linear or exponential ``backoffDelay`` on the
 statuses Knative retries (5xx, 404, 408, 409, 429, network errors), then the dead-letter
-sink with ``knativeerror*`` extensions. A 2xx whose body is neither empty nor a CloudEvent is
+sink with ``knativeerror*`` extensions. Each backoff is jittered (``jitter``, +/- a share of
+it): Knative's dispatcher waits exactly, but the local broker need not make every event that
+failed in one outage come back in one wave. A 2xx whose body is neither empty nor a CloudEvent is
 a failed delivery, as behind the real broker. A CloudEvent reply re-enters the broker with
 ``knativebrokerttl`` decremented; at zero it is dropped, which cuts reply loops.
 ``time_scale`` shrinks every backoff so tests need not wait for real ones.
@@ -16,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import random
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -28,7 +32,7 @@ from emulators.durations import iso_seconds
 from emulators.manifests import Resource
 from emulators.problems import problem, problems
 from functions.core import events
-from functions.core.errors import BadRequest, FunctionError, NotFound
+from functions.core.errors import BadRequest, FunctionError, NotFound, PayloadTooLarge
 
 logger = logging.getLogger(__name__)
 
@@ -157,17 +161,21 @@ class Broker:
         time_scale: float = 1.0,
         ttl: int = 255,
         grace: float = 10.0,
+        jitter: float = 0.25,
+        max_event_bytes: int = 4 * 1024 * 1024,
     ) -> None:
         """``grace``: how long a graceful stop waits for the deliveries of accepted events."""
         self._build = build
         self.topology = build()
         self.time_scale, self.ttl, self.grace = time_scale, ttl, grace
+        self.jitter, self.max_event_bytes = jitter, max_event_bytes
         self.stats: Counter[str] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[problems])
+        # aiohttp's own limit answers past it as our ingress would: a 413 problem.
+        app = web.Application(client_max_size=self.max_event_bytes, middlewares=[problems])
         app.router.add_get("/_stats", self._stats)
         app.router.add_post("/{namespace}/{broker}", self._ingress)
         app.cleanup_ctx.append(self._lifecycle)
@@ -211,6 +219,11 @@ class Broker:
         try:
             if key not in self.topology.brokers:
                 raise NotFound(f"no Broker {key}")
+            if (request.content_length or 0) > self.max_event_bytes:
+                raise PayloadTooLarge(
+                    f"an event of {request.content_length} bytes: this broker takes at most "
+                    f"{self.max_event_bytes}"
+                )
             event = events.parse(request.headers, await request.read())
         except FunctionError as e:
             self.stats["rejected"] += 1
@@ -242,7 +255,8 @@ class Broker:
         for attempt in range(policy.retry + 1):
             if attempt:
                 self.stats["retries"] += 1
-                await asyncio.sleep(policy.backoff(attempt) * self.time_scale)
+                spread = random.uniform(1 - self.jitter, 1 + self.jitter)
+                await asyncio.sleep(policy.backoff(attempt) * spread * self.time_scale)
             status, detail, reply = await self._post(trigger.subscriber, event, policy.timeout)
             if 200 <= status < 300 and detail == "":
                 self.stats["delivered"] += 1
@@ -299,7 +313,14 @@ class Broker:
         event["knativeerrorcode"] = str(status)
         event["knativeerrordata"] = base64.b64encode(detail.encode()[:1024]).decode()
         sent, sink_detail, _ = await self._post(sink, event, trigger.delivery.timeout)
-        self.stats["dead_lettered" if 200 <= sent < 300 and not sink_detail else "lost"] += 1
+        if 200 <= sent < 300 and not sink_detail:
+            self.stats["dead_lettered"] += 1
+            return
+        self.stats["lost"] += 1
+        logger.warning(
+            "event %s lost: its dead-letter sink %s did not take it either (%s %s)",
+            event["id"], sink, sent, sink_detail,
+        )  # fmt: skip
 
 
 SINK_BINDING = ("sources.knative.dev/v1", "SinkBinding")

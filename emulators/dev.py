@@ -15,7 +15,7 @@ event it accepted (retries included); then each Service gets SIGTERM and drains;
 is bounded by ``--grace`` seconds. Events a Service's outbox could not hand over by then
 stay in its spool on disk and go out on the next start.
 
-    python -m emulators.dev [--port 8080] [--seed N] [--grace 10]
+    python -m emulators.dev [--port 8080] [--seed N] [--grace 10] [--max-event-bytes N]
 """
 
 from __future__ import annotations
@@ -110,14 +110,24 @@ class InFlight:
 
 
 async def serve(
-    platform: Platform, launcher: Launcher, host: str, port: int, grace: float, token: str
+    platform: Platform,
+    launcher: Launcher,
+    host: str,
+    port: int,
+    grace: float,
+    token: str,
+    max_event_bytes: int,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     upstreams = {r.spec.revision: r.url for r in launcher.revisions.values()}
-    broker = Broker(lambda: Topology.build(platform.resources(), platform.resolve), grace=grace)
+    broker = Broker(
+        lambda: Topology.build(platform.resources(), platform.resolve),
+        grace=grace,
+        max_event_bytes=max_event_bytes,
+    )
     gateway = Gateway(
         lambda: RouteTable.build(platform.resources(), upstreams, platform.rng),
         platform.gateway_url,
@@ -224,6 +234,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--grace", type=float, default=10.0, help="seconds each stage of a stop waits for work"
     )
+    parser.add_argument(
+        "--max-event-bytes",
+        type=int,
+        default=4 * 1024 * 1024,
+        help="the broker answers 413 for a larger event",
+    )
     args = parser.parse_args(argv)
     if taken := port_taken(args.host, args.port):
         sys.stderr.write(taken + "\n")
@@ -241,7 +257,17 @@ def main(argv: list[str] | None = None) -> int:
     # one made for this run. Every Service gets it; those with tokened routes read it.
     env["API_TOKEN"] = env.get("API_TOKEN") or secrets.token_urlsafe(32)
     launcher = Launcher(args.knative, env, sinks=sinks)
-    uvloop.run(serve(platform, launcher, args.host, args.port, args.grace, env["API_TOKEN"]))
+    uvloop.run(
+        serve(
+            platform,
+            launcher,
+            args.host,
+            args.port,
+            args.grace,
+            env["API_TOKEN"],
+            args.max_event_bytes,
+        )
+    )
     return 0
 
 

@@ -43,7 +43,7 @@ def function_client(
     """A test client of the real app functions-framework builds for ``target`` in ``source``
     (absolute, or relative to the repository), its service built and warm.
 
-    ``env`` is set for the build and the service's first use (``warm()``: settings are read
+    ``env`` is set for the build and the service's first use (the target's ``warm()``: settings are read
     there); the environment, ``sys.path`` and ``sys.modules["main"]``, which create_app
     changes, are restored right after. Leaving closes what the service opened. ``direct``:
     requests reach the function as the production server hands them over
@@ -54,7 +54,7 @@ def function_client(
         os.environ.update(env)
         app = functions_framework.create_app(target, str(REPO_ROOT / source))  # type: ignore[no-untyped-call]
         module = sys.modules["main"]
-        module.warm()
+        getattr(module, target).warm()  # the target's own, as core.serve calls it
     if direct:
         app.wsgi_app = serve.direct(app, getattr(module, target))
     try:
@@ -221,7 +221,14 @@ class LocalPlatform:
     over the manifests in ``knative`` and ``eventing`` (None: no events) so a test can kill
     single processes."""
 
-    def __init__(self, knative: Path, eventing: Path | None, env: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        knative: Path,
+        eventing: Path | None,
+        env: Mapping[str, str],
+        time_scale: float = 0.2,
+    ) -> None:
+        """``time_scale`` shrinks the broker's backoffs (not its delivery timeouts)."""
         from emulators.broker import Broker, Topology, local_resolver, sink_bindings
         from emulators.gateway import Gateway
         from emulators.launcher import Launcher
@@ -235,8 +242,8 @@ class LocalPlatform:
         def resources() -> list[Any]:
             return load_kustomization(knative) + (load_kustomization(eventing) if eventing else [])
 
-        broker = Broker(lambda: Topology.build(resources(), resolve), time_scale=0.2)
-        self.broker = AppThread(broker.app(), port=broker_port)
+        self.events = Broker(lambda: Topology.build(resources(), resolve), time_scale=time_scale)
+        self.broker = AppThread(self.events.app(), port=broker_port)
         self.launcher = Launcher(
             knative,
             {**os.environ, "CLUSTER_LOCAL_GATEWAY": self.url, **env},

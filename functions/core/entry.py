@@ -68,4 +68,5 @@ def entry_points(
             warm_up()
 
     registered = cast(Callable[[Request], Response], functions_framework.http(function))
+    registered.warm = warm  # type: ignore[attr-defined]  # what core.serve calls, per target
     return registered, warm

@@ -7,11 +7,16 @@ one ``write(2)``: the bytes are in the kernel once it returns, so a worker kille
 after answering loses nothing. One sender per outbox directory (it holds ``.sender.lock``;
 under ``core.serve`` it is a process of its own, so sending never competes with requests for
 the GIL; under a dev server it is a thread) reads complete lines past each spool's
-checkpoint, hands each event to the sink (``core.transport``), and advances the checkpoint only once the sink accepted it
-(at-least-once; the log sink is idempotent on the event id). While the sink is down events
-wait on disk and are re-sent with backoff. A spool fully sent whose writer is gone (its lock
-is free: it rotated, exited or was killed) is removed. Past ``max_bytes`` on disk new events
-are dropped, counted and logged. Counters: emitted, delivered, dropped; gauge: spooled (set by
+checkpoint, hands each event to the sink (``core.transport``), and advances the checkpoint
+only once the sink accepted it (at-least-once; the log sink is idempotent on source and id).
+While the sink is down events wait on disk and are re-sent with a jittered backoff, so that
+the outboxes of many pods do not retry in step. An event the sink refuses for good (a 4xx no
+retry changes) is set aside in ``rejected.jsonl``, kept and counted, and the rest go on. A
+spool fully sent whose writer is gone (its lock is free: it rotated, exited or was killed) is
+removed. Past ``max_bytes`` on disk new events are dropped, counted and logged.
+
+Counters: emitted, handed over (the sink took it: for K_SINK that is the broker, which has
+yet to deliver it, so handed over is not stored), rejected, dropped; gauge: spooled (set by
 the sender, so that emitting stays one write and one counter increment).
 """
 
@@ -22,6 +27,7 @@ import fcntl
 import functools
 import logging
 import os
+import random
 import re
 import threading
 import time
@@ -34,12 +40,21 @@ import orjson
 from prometheus_client import Counter, Gauge
 
 from functions.core.settings import EventSettings, build_settings
-from functions.core.transport import sink_for
+from functions.core.transport import Refused, sink_for
 
 logger = logging.getLogger(__name__)
 
 EMITTED = Counter("mlf_events_emitted_total", "Events written to the outbox", ["type"])
-DELIVERED = Counter("mlf_events_delivered_total", "Events the sink accepted", ["type"])
+HANDED_OVER = Counter(
+    "mlf_events_handed_over_total",
+    "Events the sink (the broker, or Pub/Sub) took: handed over for delivery, not yet stored",
+    ["type"],
+)
+REJECTED = Counter(
+    "mlf_events_rejected_total",
+    "Events the sink refused for good, kept in rejected.jsonl",
+    ["type"],
+)
 DROPPED = Counter(
     "mlf_events_dropped_total", "Events dropped: outbox over its disk bound", ["type"]
 )
@@ -53,14 +68,10 @@ def _emitted(kind: str) -> Any:
     return EMITTED.labels(kind)
 
 
-@functools.cache
-def _delivered(kind: str) -> Any:
-    return DELIVERED.labels(kind)
-
-
-# Delivers one structured-mode event (a JSON line); raises when the sink refused it
-# (``core.transport``'s ``Sink.send``).
+# Delivers one structured-mode event (a JSON line); raises when the sink did not take it:
+# ``Refused`` when it never will (``core.transport``'s ``Sink.send``).
 Send = Callable[[bytes], None]
+REJECTED_FILE = "rejected.jsonl"
 
 
 def _lock(path: Path, *, create: bool) -> int | None:
@@ -80,9 +91,11 @@ def _lock(path: Path, *, create: bool) -> int | None:
 class Writer:
     """Appends events to this process's spool file (rotating it past ``ROTATE_BYTES``)."""
 
-    def __init__(self, directory: Path, max_bytes: int) -> None:
+    def __init__(self, directory: Path, max_bytes: int, *, sync: bool = False) -> None:
+        """``sync``: fsync each event, so that it survives the machine too, not only the
+        process (for rare, precious events: dead letters)."""
         directory.mkdir(parents=True, exist_ok=True)
-        self.directory, self.max_bytes = directory, max_bytes
+        self.directory, self.max_bytes, self.sync = directory, max_bytes, sync
         self._lock = threading.Lock()
         self._fd, self._written = self._open(), 0
         self._total, self._checked = _spooled_bytes(directory), time.monotonic()
@@ -102,8 +115,11 @@ class Writer:
 
     def emit(self, event: dict[str, object]) -> bool:
         """Append one event; False (counted and logged) when the outbox is over its bound."""
-        line = orjson.dumps(event) + b"\n"
-        kind = str(event.get("type", ""))
+        return self.append(orjson.dumps(event), str(event.get("type", "")))
+
+    def append(self, event: bytes, kind: str) -> bool:
+        """``emit`` for an event already in structured-mode JSON text (``kind``: its type)."""
+        line = event + b"\n"
         with self._lock:
             if time.monotonic() - self._checked > 1.0:  # the sender shrinks it: look again
                 self._total, self._checked = _spooled_bytes(self.directory), time.monotonic()
@@ -117,6 +133,8 @@ class Writer:
                     self._dropped, self._warned = 0, time.monotonic()
                 return False
             os.write(self._fd, line)
+            if self.sync:
+                os.fsync(self._fd)
             self._written += len(line)
             self._total += len(line)
             if self._written > ROTATE_BYTES:
@@ -129,9 +147,21 @@ class Writer:
 class Sender:
     """Drains every spool of a directory; only the holder of ``.sender.lock`` sends."""
 
-    def __init__(self, directory: Path, send: Send, poll: float = 0.2) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        send: Send,
+        poll: float = 0.2,
+        max_delay: float = 10.0,
+        metrics: tuple[Counter, Counter, Gauge] = (HANDED_OVER, REJECTED, SPOOLED),
+    ) -> None:
+        """``metrics``: what counts the events the sink took and those it refused (by type),
+        and what tells how many wait."""
         directory.mkdir(parents=True, exist_ok=True)
-        self.directory, self._send, self._poll = directory, send, poll
+        self.directory, self._send, self._poll, self._max_delay = directory, send, poll, max_delay
+        # A series looked up once per event type (a labels() lookup costs ~2 us per event).
+        self._taken = functools.cache(metrics[0].labels)
+        self._refused, self._waiting = metrics[1], metrics[2]
         self._stop = threading.Event()
 
     def run(self) -> None:
@@ -143,10 +173,27 @@ class Sender:
                 self._stop.wait(1.0)
         delay = self._poll
         while not self._stop.is_set():
-            delay = self._poll if self.drain() else min(delay * 2, 10.0)  # sink down: back off
-            self._stop.wait(delay)
+            if self.drain():
+                delay = self._poll
+                self._stop.wait(delay)
+                continue
+            # The sink is down: back off, each sender at its own pace (equal jitter), so that
+            # every pod's outbox does not come back at the same instant.
+            delay = min(delay * 2, self._max_delay)
+            self._stop.wait(random.uniform(delay / 2, delay))
         self.drain()  # graceful shutdown: what is spooled now goes out
         if lock is not None:
+            os.close(lock)
+
+    def drain_once(self) -> bool | None:
+        """One drain under the directory's lock, for a command run by hand: None when a live
+        sender holds it (it drains on its own), else as ``drain``."""
+        lock = _lock(self.directory / ".sender.lock", create=True)
+        if lock is None:
+            return None
+        try:
+            return self.drain()
+        finally:
             os.close(lock)
 
     def start(self) -> threading.Thread:
@@ -160,7 +207,7 @@ class Sender:
     def drain(self) -> bool:
         """Send everything complete in every spool; False when the sink refused something."""
         sent = all(self._drain(path) for path in sorted(self.directory.glob("spool-*.jsonl")))
-        SPOOLED.set(_spooled_events(self.directory))
+        self._waiting.set(spooled_events(self.directory))
         return sent
 
     def _drain(self, path: Path) -> bool:
@@ -176,18 +223,28 @@ class Sender:
             for line in data[:end].splitlines():
                 try:
                     self._send(line)
-                except Exception as e:  # the sink is down or refused: keep it on disk
-                    logger.warning("sink refused an event (%s); will retry", e)
+                    self._taken(_event_type(line)).inc()
+                except Refused as e:  # never takes it: set it aside, the rest go on
+                    logger.warning("sink refused an event for good (%s): in %s", e, REJECTED_FILE)
+                    self._set_aside(line)
+                except Exception as e:  # the sink is down or failing: keep it on disk
+                    logger.warning("sink did not take an event (%s); will retry", e)
                     _write_offset(checkpoint, offset)
                     return False
                 offset += len(line) + 1
-                _delivered(_event_type(line)).inc()
             _write_offset(checkpoint, offset)
         if offset == path.stat().st_size and (fd := _lock(path, create=False)) is not None:
             for done in (path, checkpoint):  # fully sent and its writer is gone
                 done.unlink(missing_ok=True)
             os.close(fd)
         return True
+
+    def _set_aside(self, line: bytes) -> None:
+        with (self.directory / REJECTED_FILE).open("ab") as f:  # the lock holder alone writes
+            f.write(line + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self._refused.labels(_event_type(line)).inc()
 
 
 _TYPE = re.compile(rb'"type":"([^"\\]*)"')  # as Writer.emit's orjson writes it
@@ -213,7 +270,7 @@ def _write_offset(checkpoint: Path, offset: int) -> None:
     tmp.replace(checkpoint)  # atomic: a crash leaves the old or the new offset
 
 
-def _spooled_events(directory: Path) -> int:
+def spooled_events(directory: Path) -> int:
     """Complete lines not sent yet, in every spool."""
     total = 0
     for path in directory.glob("spool-*.jsonl"):

@@ -42,15 +42,16 @@ def app_factory() -> Any:
     target = os.environ["FUNCTION_TARGET"]
     app = functions_framework.create_app(target, os.environ["FUNCTION_SOURCE"])  # type: ignore[no-untyped-call]
     module = sys.modules["main"]
-    warm = getattr(module, "warm", None)
-    if warm is not None:
+    function = getattr(module, target)
+    # The target's own warm-up (core.entry attaches it): one main.py may serve several targets.
+    if (warm := getattr(function, "warm", None)) is not None:
         warm()
     # Everything built so far (the framework, the model: ~60k objects) lives as long as the
     # worker. Frozen, the collector no longer walks it: a full collection, which came about
     # once per 20k requests, stalled every request of the worker for ~30 ms.
     gc.collect()
     gc.freeze()
-    return direct(app, getattr(module, target))
+    return direct(app, function)
 
 
 def _keep_early_signals() -> None:

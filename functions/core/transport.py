@@ -3,7 +3,7 @@
 A function's events go to ``K_SINK`` over HTTP (Knative: a SinkBinding sets it to the
 Broker), or to a Google Cloud Pub/Sub topic; ``sink_for(settings)`` picks one by the
 ``EVENT_TRANSPORT`` setting. Both sinks take an event two ways, with one contract: raise a
-503 problem when it could not be handed over.
+503 problem when it could not be handed over, ``Refused`` (a 503 too) when it never will be.
 
 - ``publish(event)``: a CloudEvent built in the request (the sync-async proxy's job).
 - ``send(line)``: one structured-mode event as JSON text (what ``core.outbox`` spooled).
@@ -31,6 +31,14 @@ from functions.core.http import REQUEST_ID_HEADER
 from functions.core.settings import EventSettings
 
 STRUCTURED = "application/cloudevents+json"
+# The 4xx a sink may answer while it starts or is busy, which Knative retries too; any other
+# 4xx is the event's fault, and sending it again cannot help.
+TRANSIENT_4XX = frozenset({404, 408, 409, 429})
+
+
+class Refused(ServiceUnavailable):
+    """The sink refused this event for good (too large, not a valid CloudEvent): a retry of
+    the same bytes is refused the same way."""
 
 
 class Sink(Protocol):
@@ -70,8 +78,12 @@ class HttpSink:
             )
         except OSError as e:
             raise ServiceUnavailable(f"event sink {self.url}: {type(e).__name__}") from e
-        if not 200 <= reply.status < 300:
-            raise ServiceUnavailable(f"event sink {self.url} answered {reply.status}")
+        if 200 <= reply.status < 300:
+            return
+        said = f"event sink {self.url} answered {reply.status}"
+        if 400 <= reply.status < 500 and reply.status not in TRANSIENT_4XX:
+            raise Refused(f"{said}: {reply.body[:200].decode(errors='replace')}")
+        raise ServiceUnavailable(said)
 
     def health(self) -> str:
         try:  # an ingress takes POST only: any answer below 500 means it is there

@@ -1,25 +1,28 @@
-"""Entry points of the prediction log's two Services, over one store: HTTP adapters only.
+"""Entry points of the prediction log's three Services, over one store: HTTP adapters only.
 
 ``prediction_log_ingest`` (the cluster-local ``prediction-log-ingest``) takes ``POST /``,
 the Trigger subscriber for ``prediction.logged`` events (an empty 202, or a 4xx the broker
-will not retry). ``prediction_log`` (the public ``prediction-log``) is the query API, every
-path behind the ``API_TOKEN`` bearer token: ``GET /logs`` queries the store, ``POST
-/feedback`` records a job's true label, ``GET /ab-report?route=`` compares a route's
-variants. Both answer ``GET /health``. Split so that no one outside the cluster can write
-the log, nor anyone without the token read it.
+will not retry). ``prediction_log_dead_letter`` (the cluster-local
+``prediction-log-dead-letter``) takes ``POST /``, the Trigger's dead-letter sink: it spools
+what the ingest did not take and replays it into the store (``dead_letters``).
+``prediction_log`` (the public ``prediction-log``) is the query API, every path behind the
+``API_TOKEN`` bearer token: ``GET /logs`` queries the store, ``POST /feedback`` records a
+job's true label, ``GET /ab-report?route=`` compares a route's variants. All answer ``GET
+/health``, and the two event Services ``GET /metrics``. Split so that no one outside the
+cluster can write the log, nor anyone without the token read it.
 """
 
 from __future__ import annotations
 
-import logging
+import functools
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from flask import Request, Response
-from pydantic import ValidationError
 
-from functions.core import events, transport
+from functions.core import metrics, transport
 from functions.core.entry import entry_points, lazy_service
-from functions.core.errors import NotFound, ValidationFailed
+from functions.core.errors import NotFound
 from functions.core.event_data import PredictionLogData
 from functions.core.http import (
     HttpApp,
@@ -33,17 +36,18 @@ from functions.core.http import (
 from functions.core.openapi import Operation
 from functions.core.recording import Observer
 from functions.prediction_log import ab_report
+from functions.prediction_log.dead_letters import DeadLetters
+from functions.prediction_log.ingest import store_event
 from functions.prediction_log.schemas import FeedbackRequest, LogsQuery, LogsResponse, ReportQuery
 from functions.prediction_log.settings import PredictionLogSettings
 from functions.prediction_log.store import Query, open_log_store
-
-logger = logging.getLogger("predictions")
 
 
 class PredictionLogService:
     def __init__(self, settings: PredictionLogSettings) -> None:
         self.settings = settings
         self.store = open_log_store(settings.log_store_url.get_secret_value())
+        self._closing: list[Callable[[], None]] = []
         observe = Observer(settings, "prediction-log", "1", set())
         health = Route("/health", "GET", self.health, Operation("Health"))
         queries = [
@@ -56,40 +60,54 @@ class PredictionLogService:
             health,
         ]  # fmt: skip
         self.app = HttpApp("prediction-log", queries, observe=observe, token=settings.api_token)
+        self._observe, self._health = observe, health
         ingest = [
             Route("/", "POST", self.on_prediction_logged, Operation(
                 "Store a prediction.logged CloudEvent (Trigger subscriber)",
                 request=PredictionLogData)),
             health,
+            self._metrics_route(),
         ]  # fmt: skip
-        self.ingest = Ingest(HttpApp("prediction-log-ingest", ingest, observe=observe))
+        self.ingest = Surface(HttpApp("prediction-log-ingest", ingest, observe=observe))
+
+    @functools.cached_property
+    def dead_letters(self) -> Surface:
+        """The dead-letter Service's surface, built (and its replayer started) on first use:
+        only the process serving that target replays."""
+        spool = DeadLetters(
+            self.settings.dead_letter_dir,
+            self.store,
+            self.settings.max_body_bytes,
+            replay=self.settings.dead_letter_replay,
+        )
+        self._closing.append(spool.close)
+        routes = [
+            Route("/", "POST", spool.receive, Operation(
+                "Spool a dead-lettered prediction.logged CloudEvent (the Trigger's "
+                "dead-letter sink)")),
+            self._health,
+            self._metrics_route(),
+        ]  # fmt: skip
+        return Surface(HttpApp("prediction-log-dead-letter", routes, observe=self._observe))
 
     def close(self) -> None:
-        """Close the log store (tests; a worker just exits)."""
+        """Stop the replayer and close the log store (tests; a worker just exits)."""
+        for close in self._closing:
+            close()
         self.store.close()
+
+    def _metrics_route(self) -> Route:
+        return Route("/metrics", "GET", self.metrics, Operation(
+            "Prometheus metrics", response_type="text/plain"))  # fmt: skip
 
     def on_prediction_logged(self, request: Request, rid: str) -> Response:
         body = read_limited(request, self.settings.max_body_bytes)
-        event = transport.receive(dict(request.headers), body)
-        if event["type"] != events.PREDICTION_LOGGED:
-            raise ValidationFailed(
-                f"this subscriber takes {events.PREDICTION_LOGGED}, not {event['type']}"
-            )
-        try:
-            record = PredictionLogData.model_validate(event.data)
-        except ValidationError as e:
-            raise ValidationFailed(
-                f"event {event['id']}: data is not a prediction log: {e.error_count()} error(s)"
-            ) from e
-        added = self.store.add(
-            str(event["source"]),
-            str(event["id"]),
-            str(event["time"]),
-            record.model_dump(mode="json", exclude_none=True),
-        )
-        if added:  # the seed's `kubectl logs` line, here rather than on every predictor's path
-            logger.info("prediction logged", extra=_log_fields(record))
+        store_event(self.store, transport.receive(dict(request.headers), body))
         return Response(status=202)
+
+    def metrics(self, request: Request, rid: str) -> Response:
+        body, content_type = metrics.exposition(self.settings.prometheus_multiproc_dir)
+        return Response(body, content_type=content_type)
 
     def logs(self, request: Request, rid: str) -> Response:
         params = validate_model(LogsQuery, request.args.to_dict())
@@ -120,20 +138,18 @@ class PredictionLogService:
         return json_response({"health": "ok"}, rid)
 
 
-class Ingest:
-    """The ingest Service's surface: the same service and store, its own routes. (No
+class Surface:
+    """An event Service's surface: the same service and store, its own routes. (No
     dataclass: a main.py is also loaded as a module that is in no ``sys.modules``.)"""
 
     def __init__(self, app: HttpApp) -> None:
         self.app = app
 
 
-def _log_fields(record: PredictionLogData) -> dict[str, object]:
-    fields = ("job_id", "service", "model", "variant", "endpoint", "status", "label", "is_outlier")
-    return {name: getattr(record, name) for name in fields} | {"ms": record.latency_ms}
-
-
 service = lazy_service(PredictionLogService, PredictionLogSettings, "prediction_log")
 prediction_log, warm = entry_points("prediction_log", service)
 # warm() builds the one service (its store) under either target.
 prediction_log_ingest, _ = entry_points("prediction_log_ingest", lambda: service().ingest)
+prediction_log_dead_letter, _ = entry_points(
+    "prediction_log_dead_letter", lambda: service().dead_letters
+)

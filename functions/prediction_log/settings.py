@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -21,6 +23,13 @@ class PredictionLogSettings(EventSettings, ApiTokenSettings):
     )
     query_limit: int = Field(1000, ge=1, description="most records one query answers")
     report_limit: int = Field(200_000, ge=1, description="most records an A/B report reads")
+    dead_letter_dir: Path = Field(
+        REPO_ROOT / "build" / "dead-letters" / "prediction-log",
+        description="where the dead-letter Service spools what the ingest did not take",
+    )
+    dead_letter_replay: bool = Field(
+        True, description="replay dead letters into the store as it takes them (else by hand)"
+    )
 
     @field_validator("log_store_url")
     @classmethod

@@ -38,6 +38,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     env = {
         "LOG_STORE_URL": f"sqlite:///{state / 'log.sqlite3'}",
         "OUTBOX_DIR": str(state / "outbox"),
+        "DEAD_LETTER_DIR": str(state / "dead-letters"),
         "JOB_STORE_URL": f"sqlite://{state / 'jobs.sqlite3'}",
         "API_TOKEN": API_TOKEN,
     }

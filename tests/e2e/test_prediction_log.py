@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,13 +24,16 @@ pytestmark = pytest.mark.e2e
 SETOSA = {"data": [[5.1, 3.5, 1.4, 0.2]]}
 TOKEN = "e2e-token-0123456789abcdef"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
-LOG_SERVICES = ("prediction-log", "prediction-log-ingest")
+LOG_SERVICES = ("prediction-log", "prediction-log-ingest", "prediction-log-dead-letter")
+FREEZE_SECONDS = 90.0
 
 
 @pytest.fixture
-def platform(tmp_path: Path) -> Iterator[LocalPlatform]:
-    """iris + the prediction log's two Services + the Broker, Trigger and SinkBinding from the
-    real manifests."""
+def platform(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LocalPlatform]:
+    """iris + the prediction log's three Services + the Broker, Trigger and SinkBinding from
+    the real manifests; the broker's backoffs at a fifth of theirs, or at the ``time_scale``
+    a test marks."""
+    marker = request.node.get_closest_marker("time_scale")
     knative, eventing = tmp_path / "knative", tmp_path / "eventing"
     (knative / "services").mkdir(parents=True)
     eventing.mkdir()
@@ -48,9 +52,10 @@ def platform(tmp_path: Path) -> Iterator[LocalPlatform]:
     env = {
         "LOG_STORE_URL": f"sqlite:///{tmp_path / 'log.sqlite3'}",
         "OUTBOX_DIR": str(tmp_path / "outbox"),
+        "DEAD_LETTER_DIR": str(tmp_path / "dead-letters"),
         "API_TOKEN": TOKEN,
     }
-    running = LocalPlatform(knative, eventing, env)
+    running = LocalPlatform(knative, eventing, env, *(marker.args if marker else ()))
     yield running
     running.stop()
 
@@ -207,3 +212,35 @@ def test_a_killed_predictor_loses_no_answered_prediction(platform: LocalPlatform
         90,
     )
     assert set(answered) <= {r["job_id"] for r in records(platform)}
+
+
+@pytest.mark.time_scale(0.05)
+@pytest.mark.timeout(FREEZE_SECONDS + 240)
+def test_a_long_freeze_of_the_ingest_loses_nothing(platform: LocalPlatform) -> None:
+    """The ingest frozen (SIGSTOP, as a hung process or node) for 90 s while iris serves: every
+    answered prediction is stored once, none by hand. Was: the Trigger had no dead-letter sink,
+    and what ran out of retries was lost. With the backoffs at a twentieth, the Trigger's budget
+    (8 retries of up to 5 s each) is about a minute: the first events are dead-lettered, and
+    replayed from the spool into the store; the last are retried until the ingest is back."""
+    ingest = platform.launcher.revisions["prediction-log-ingest"]
+    answered = predict(platform, 20, "before")
+    until(lambda: len(records(platform)) == 20)
+    assert ingest.pid is not None
+    os.killpg(ingest.pid, signal.SIGSTOP)
+    try:
+        started, rounds = time.monotonic(), 0
+        while time.monotonic() - started < FREEZE_SECONDS:  # bounded: about 10 a second
+            answered += predict(platform, 10, f"frozen-{rounds}")
+            rounds += 1
+            time.sleep(1.0)
+    finally:
+        os.killpg(ingest.pid, signal.SIGCONT)
+    frozen = len(answered) - 20
+    assert frozen >= 500  # iris kept serving throughout
+    until(lambda: len(records(platform)) >= len(answered), 180)
+    jobs = [r["job_id"] for r in records(platform)]
+    assert sorted(jobs) == sorted(answered)  # none lost, none twice
+    stats = platform.events.stats
+    assert stats["lost"] == 0
+    assert stats["dead_lettered"] > 0  # the dead-letter path ran, not only the retries
+    assert stats["delivered"] + stats["dead_lettered"] >= len(answered)

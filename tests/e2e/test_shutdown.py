@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import httpx
@@ -123,6 +123,12 @@ def _prediction_log_ingest(backend: Backend, tmp: Path, rid: str) -> Call:
     return Call(env, "POST", "/", body, 202, headers, False)
 
 
+def _prediction_log_dead_letter(backend: Backend, tmp: Path, rid: str) -> Call:
+    """The dead-letter sink: the event it was handed is on disk before the 202."""
+    call = _prediction_log_ingest(backend, tmp, rid)
+    return replace(call, env={**call.env, "DEAD_LETTER_DIR": str(tmp / "dead-letters")})
+
+
 def _ab_router(backend: Backend, tmp: Path, rid: str) -> Call:
     env = {"VARIANTS": f"a={backend('iris')}", "WEIGHTS": "a=100"}
     headers = {**JSON, "X-User-Id": "user-1"}
@@ -161,6 +167,7 @@ CASES: dict[str, Callable[[Backend, Path, str], Call]] = {
     "predict": _predict,
     "prediction_log": _prediction_log,
     "prediction_log_ingest": _prediction_log_ingest,
+    "prediction_log_dead_letter": _prediction_log_dead_letter,
     "ab_router": _ab_router,
     "fanout": _fanout,
     "sync_async": _sync_async,

@@ -71,9 +71,14 @@ def test_prediction_log(tmp_path: Path) -> None:
     """The query API with its token (past the 401, to its handlers), and its ingest."""
     source = str(REPO_ROOT / "functions" / "prediction_log" / "main.py")
     token = "fuzz-token-0123456789"
-    env = {"LOG_STORE_URL": f"sqlite:///{tmp_path / 'log.sqlite3'}", "API_TOKEN": token}
+    env = {
+        "LOG_STORE_URL": f"sqlite:///{tmp_path / 'log.sqlite3'}",
+        "DEAD_LETTER_DIR": str(tmp_path / "dead-letters"),
+        "API_TOKEN": token,
+    }
     assert fuzz("prediction_log", source, env, {"Authorization": f"Bearer {token}"}) == 4
-    assert fuzz("prediction_log_ingest", source, env) == 2
+    assert fuzz("prediction_log_ingest", source, env) == 3
+    assert fuzz("prediction_log_dead_letter", source, env) == 3
 
 
 def test_ab_router() -> None:

@@ -12,12 +12,15 @@ from pathlib import Path
 import orjson
 import pytest
 
-from functions.core.outbox import Sender, Writer, _event_type
+from functions.core.outbox import REJECTED_FILE, Sender, Writer, _event_type
 from functions.core.settings import REPO_ROOT
+from functions.core.transport import Refused
 from tests.helpers import poll_until
 
 
 class Sink:
+    """Takes every event while up, but refuses for good those whose data says ``poison``."""
+
     def __init__(self) -> None:
         self.up = True
         self.received: list[dict[str, object]] = []
@@ -25,7 +28,10 @@ class Sink:
     def __call__(self, line: bytes) -> None:
         if not self.up:
             raise ConnectionError("sink is down")
-        self.received.append(orjson.loads(line))
+        received = orjson.loads(line)
+        if received.get("data") == "poison":
+            raise Refused("not a valid event for this sink")
+        self.received.append(received)
 
 
 def event(i: int) -> dict[str, object]:
@@ -69,6 +75,45 @@ def test_events_wait_while_the_sink_is_down_and_are_resent(
     sink.up = True
     settle(lambda: len(sink.received) == 20, 30)
     assert len({e["id"] for e in sink.received}) == 20  # each once: the checkpoint held
+
+
+def test_an_event_refused_for_good_is_set_aside_and_the_rest_go_on(
+    tmp_path: Path, sender: tuple[Sender, Sink]
+) -> None:
+    _, sink = sender
+    writer = Writer(tmp_path, max_bytes=1 << 20)
+    for i in range(10):
+        writer.emit(event(i) | ({"data": "poison"} if i in (3, 7) else {}))
+    settle(lambda: len(sink.received) == 8)
+    assert [e["id"] for e in sink.received] == [f"e-{i}" for i in range(10) if i not in (3, 7)]
+    kept = [orjson.loads(line) for line in (tmp_path / REJECTED_FILE).read_bytes().splitlines()]
+    assert [e["id"] for e in kept] == ["e-3", "e-7"]  # kept whole, for a look or a replay
+
+
+def test_the_backoff_while_the_sink_is_down_is_jittered(tmp_path: Path) -> None:
+    """Two senders whose sinks are down retry at their own paces, not in step."""
+    attempts: list[list[float]] = [[], []]
+
+    def down(times: list[float]) -> Callable[[bytes], None]:
+        def send(line: bytes) -> None:
+            times.append(time.monotonic())
+            raise ConnectionError("down")
+
+        return send
+
+    senders = []
+    for i, times in enumerate(attempts):
+        Writer(tmp_path / str(i), max_bytes=1 << 20).emit(event(i))
+        senders.append(Sender(tmp_path / str(i), down(times), poll=0.01, max_delay=0.16))
+    threads = [s.start() for s in senders]
+    time.sleep(1.5)
+    for s, thread in zip(senders, threads, strict=True):
+        s.stop()
+        thread.join(5)
+    # From the 4th, the backoff is at its bound; the last attempt is the stop's own drain.
+    gaps = [[b - a for a, b in zip(t, t[1:], strict=False)][3:-1] for t in attempts]
+    assert all(0.06 < gap < 0.2 for gap in gaps[0] + gaps[1])  # in [max/2, max], plus slack
+    assert len(set(round(g, 3) for g in gaps[0] + gaps[1])) > 4  # not one fixed interval
 
 
 def test_over_the_disk_bound_new_events_are_dropped(tmp_path: Path) -> None:

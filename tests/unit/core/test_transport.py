@@ -20,11 +20,13 @@ from tests.helpers import CountingHandler, free_port, http_server
 
 
 class Recorded(CountingHandler):
-    """A sink: takes every POST but to /refuse; a GET is not allowed (as an ingress)."""
+    """A sink: takes every POST but to /refuse (503) and /<status> (that status); a GET is
+    not allowed (as an ingress)."""
 
     def do_POST(self) -> None:
         self.read_request()
-        self.answer(503 if self.path == "/refuse" else 202)
+        status = self.path.strip("/")
+        self.answer(503 if status == "refuse" else int(status) if status.isdigit() else 202)
 
     def do_GET(self) -> None:
         self.answer(405)
@@ -75,6 +77,21 @@ def test_a_refusal_is_a_503_and_the_next_event_still_goes(sink: str, client: Cli
     with pytest.raises(ServiceUnavailable, match="ConnectionRefusedError"):
         down.send(line(0))
     assert down.health() == "unreachable: ConnectionRefusedError"
+
+
+@pytest.mark.parametrize("status", [400, 413, 415, 422])
+def test_a_4xx_no_retry_can_change_is_refused_for_good(
+    sink: str, client: Client, status: int
+) -> None:
+    with pytest.raises(transport.Refused, match=f"answered {status}"):
+        transport.HttpSink(f"{sink}/{status}", client).send(line(0))
+
+
+@pytest.mark.parametrize("status", [404, 408, 409, 429, 500, 503])
+def test_a_sink_starting_or_busy_is_a_503_to_retry(sink: str, client: Client, status: int) -> None:
+    with pytest.raises(ServiceUnavailable) as refused:
+        transport.HttpSink(f"{sink}/{status}", client).send(line(0))
+    assert not isinstance(refused.value, transport.Refused)
 
 
 def test_the_sender_drains_the_outbox_through_the_sink(
