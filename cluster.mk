@@ -15,12 +15,12 @@ SKAFFOLD_ARGS = --default-repo=$(IMAGE_REPO) $(if $(SKAFFOLD_PROFILES),-p $(SKAF
 KUBE_CONTEXT = $(shell kubectl config current-context 2>/dev/null)
 CLUSTER_DOCS := docs/cluster.md
 
-.PHONY: cluster-dev deploy undeploy test-cluster cluster-check
+.PHONY: cluster-dev deploy undeploy test-cluster cluster-check cluster-features
 
-cluster-dev: cluster-check models ## skaffold dev on minikube: build the image, deploy knative/ and eventing/, redeploy on change
+cluster-dev: cluster-features models ## skaffold dev on minikube: build the image, deploy knative/ and eventing/, redeploy on change
 	skaffold dev $(SKAFFOLD_ARGS)
 
-deploy: cluster-check models ## build the image once and deploy every Service, Broker and Trigger (skaffold run)
+deploy: cluster-features models ## build the image once and deploy every Service, Broker and Trigger (skaffold run)
 	skaffold run $(SKAFFOLD_ARGS)
 
 undeploy: cluster-check ## delete everything deploy created (skaffold delete)
@@ -39,3 +39,9 @@ cluster-check:
 	@case ",$(SKAFFOLD_PROFILES)," in *,serving-only,*) ;; *) kubectl get crd brokers.eventing.knative.dev >/dev/null 2>&1 || { echo >&2 "Knative Eventing is not installed in kube context '$(KUBE_CONTEXT)': install it ($(CLUSTER_DOCS), Knative) or deploy knative/ alone with SKAFFOLD_PROFILES=serving-only"; exit 1; } ;; esac
 	@# dev.local images exist only in the local Docker daemon: a remote cluster cannot run them
 	@if [ "$(IMAGE_REPO)" = dev.local ]; then case "$(KUBE_CONTEXT)" in minikube|docker-desktop|kind-*|k3d-*) ;; *) echo >&2 "IMAGE_REPO=dev.local works only on a local cluster (minikube, kind, Docker Desktop), not in kube context '$(KUBE_CONTEXT)': use SKAFFOLD_PROFILES=registry IMAGE_REPO=<your registry>"; exit 1 ;; esac; fi
+
+# What a deploy needs of Knative Serving's features beyond the defaults.
+cluster-features: cluster-check
+	@for feature in kubernetes.podspec-persistent-volume-claim kubernetes.podspec-persistent-volume-write; do \
+	  test "$$(kubectl -n knative-serving get configmap config-features -o "jsonpath={.data['$${feature//./\\.}']}" 2>/dev/null)" = enabled || { echo >&2 "Knative Serving's $$feature feature is off: prediction-log-dead-letter mounts its spool volume with it (enable both: $(CLUSTER_DOCS), Knative)"; exit 1; }; \
+	done

@@ -45,7 +45,9 @@ def trigger(name: str, subscriber: str, type_: str = TYPE, **delivery: Any) -> d
 
 
 class RunningBroker(AppThread):
-    def __init__(self, folder: Path, docs: list[dict[str, Any]], ttl: int = 255) -> None:
+    def __init__(
+        self, folder: Path, docs: list[dict[str, Any]], ttl: int = 255, **options: Any
+    ) -> None:
         broker_doc = {
             "apiVersion": "eventing.knative.dev/v1",
             "kind": "Broker",
@@ -67,6 +69,7 @@ class RunningBroker(AppThread):
             lambda: Topology.build(load_kustomization(folder), lambda d: str(d["uri"])),
             time_scale=0.05,
             ttl=ttl,
+            **options,
         )
         super().__init__(self.broker.app())
         self.ingress = f"{self.url}/ns/default"
@@ -241,3 +244,21 @@ def test_unknown_broker_is_404(broker_for: Callable[..., RunningBroker]) -> None
     broker = broker_for([])
     headers, body = events.to_binary(events.make(TYPE, "/tests", {}))
     assert httpx.post(f"{broker.url}/ns/nope", headers=headers, content=body).status_code == 404
+
+
+def test_an_event_over_the_size_limit_is_413_and_goes_nowhere(
+    broker_for: Callable[..., RunningBroker], sink: str
+) -> None:
+    """Was: a 10 MB event every subscriber would refuse was accepted with 202, then dropped."""
+    broker = broker_for([trigger("all", f"{sink}/all")], max_event_bytes=64 * 1024)
+    headers, body = events.to_binary(events.make(TYPE, "/tests", {"pad": "x" * 100_000}))
+    sized = httpx.post(broker.ingress, headers=headers, content=body)
+    chunked = httpx.post(
+        broker.ingress, headers=headers, content=iter([body[:50_000], body[50_000:]])
+    )
+    for response in (sized, chunked):
+        assert response.status_code == 413
+        assert response.headers["Content-Type"] == "application/problem+json"
+    broker.send(data={"pad": "x" * 1000})  # one under the limit still goes
+    settle(lambda: broker.stats().get("delivered") == 1)
+    assert broker.stats().get("accepted") == 1

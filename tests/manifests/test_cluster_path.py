@@ -96,10 +96,13 @@ def test_serving_only_drops_eventing() -> None:
 
 # -- cluster.mk ------------------------------------------------------------------------------
 
-KUBECTL = """#!/bin/sh
+KUBECTL = """#!/bin/bash
 # kubectl as a cluster answers it; FAKE_CONTEXT empty: no context, FAKE_API=down: no server,
-# FAKE_CRDS: the CRDs installed.
+# FAKE_CRDS: the CRDs installed, FAKE_FEATURES: the Serving features enabled.
 case "$1 $2" in
+  "-n knative-serving")  # get configmap config-features -o jsonpath={.data['<feature>']}
+    feature=${7#*\\'}; feature=${feature%\\'*}; feature=${feature//\\\\/}
+    case " $FAKE_FEATURES " in *" ${feature:-none} "*) echo enabled ;; esac ;;
   "config current-context") [ -n "$FAKE_CONTEXT" ] && echo "$FAKE_CONTEXT" ;;
   "version --request-timeout=5s") [ "$FAKE_API" != down ] ;;
   "get crd") case " $FAKE_CRDS " in *" $3 "*) ;; *) exit 1 ;; esac ;;
@@ -110,9 +113,14 @@ SERVING, EVENTING = "services.serving.knative.dev", "brokers.eventing.knative.de
 
 
 def undeploy(
-    tmp_path: Path, tools: tuple[str, ...], fake: dict[str, str], **variables: str
+    tmp_path: Path,
+    tools: tuple[str, ...],
+    fake: dict[str, str],
+    target: str = "undeploy",
+    **variables: str,
 ) -> tuple[int, str]:
-    """``make undeploy`` (it builds nothing) with only the stand-ins ``tools`` on PATH."""
+    """``make undeploy`` (it builds nothing), or another ``target``, with only the stand-ins
+    ``tools`` on PATH."""
     make = shutil.which("make")
     if make is None:
         pytest.skip("make is not installed")
@@ -123,7 +131,7 @@ def undeploy(
         (bin_dir / tool).write_text(scripts[tool])
         (bin_dir / tool).chmod(stat.S_IRWXU)
     result = subprocess.run(
-        [make, "-s", "--no-print-directory", "undeploy"]
+        [make, "-s", "--no-print-directory", target]
         + [f"{name}={value}" for name, value in variables.items()],
         cwd=REPO_ROOT,
         env={"PATH": str(bin_dir), "HOME": str(tmp_path), **fake},
@@ -182,3 +190,21 @@ def test_make_help_lists_the_cluster_targets() -> None:
     plain = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout)  # help colours the names
     listed = {line.split()[0] for line in plain.splitlines() if line.strip()}
     assert {"cluster-dev", "deploy", "undeploy", "test-cluster"} <= listed
+
+
+PVC_FEATURES = (
+    "kubernetes.podspec-persistent-volume-claim kubernetes.podspec-persistent-volume-write"
+)
+
+
+@pytest.mark.parametrize("enabled", ["", PVC_FEATURES.split()[0], PVC_FEATURES])
+def test_a_deploy_first_checks_the_volume_features(tmp_path: Path, enabled: str) -> None:
+    """Without them Serving's webhook refuses prediction-log-dead-letter half-way through."""
+    code, output = undeploy(
+        tmp_path, ("skaffold", "kubectl"), {**READY, "FAKE_FEATURES": enabled}, "cluster-features"
+    )
+    if enabled == PVC_FEATURES:
+        assert (code, output) == (0, "")
+    else:
+        assert code != 0
+        assert "feature is off: prediction-log-dead-letter mounts its spool" in output

@@ -579,3 +579,13 @@ def test_model_cards_exist(spec: ServiceSpec) -> None:
         if variable in spec.env:
             card = REPO_ROOT / "models" / spec.env[variable] / "model.toml"
             assert card.is_file(), f"{variable}={spec.env[variable]}: no {card}"
+
+
+def test_every_trigger_retries_then_dead_letters() -> None:
+    """What runs out of retries goes somewhere, never nowhere (the log's Trigger had none)."""
+    triggers = [r for r in RESOURCES if r.key == TRIGGER]
+    assert triggers
+    for trigger in triggers:
+        delivery = trigger.doc["spec"].get("delivery", {})
+        assert "deadLetterSink" in delivery, trigger.name
+        assert delivery.get("retry", 0) >= 5, trigger.name
