@@ -16,6 +16,10 @@ is bounded by ``--grace`` seconds. Events a Service's outbox could not hand over
 stay in its spool on disk and go out on the next start.
 
     python -m emulators.dev [--port 8080] [--seed N] [--grace 10] [--max-event-bytes N]
+                            [--header-timeout 10] [--body-timeout 30]
+
+Both gateway listeners cut off a slow client (``emulators.deadlines``): a request head must
+arrive within ``--header-timeout`` seconds (at most 60), its body within ``--body-timeout``.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import uvloop
 from aiohttp import web
 
 from emulators.broker import Broker, Topology, local_resolver, sink_bindings
+from emulators.deadlines import MAX_HEADER_TIMEOUT, ReadTimeouts
 from emulators.gateway import Gateway
 from emulators.launcher import Launcher, emit
 from emulators.manifests import REPO_ROOT, Resource, load_kustomization, watch
@@ -117,6 +122,7 @@ async def serve(
     grace: float,
     token: str,
     max_event_bytes: int,
+    timeouts: ReadTimeouts,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -133,6 +139,7 @@ async def serve(
         platform.gateway_url,
         next((f"{platform.broker_url}/{key}" for key in broker.topology.brokers), None),
         local_url=platform.local_gateway_url,
+        timeouts=timeouts,
     )
     in_flight = InFlight()
     # Two listeners, as a cluster's two ingresses: the public one refuses cluster-local
@@ -143,10 +150,11 @@ async def serve(
     local_app.cleanup_ctx.append(
         watch([platform.knative, platform.eventing], [gateway.reload, broker.reload])
     )
-    public_runner, local_runner, broker_runner = (
-        web.AppRunner(app, access_log=None, shutdown_timeout=grace)
-        for app in (public_app, local_app, broker_app)
+    public_runner, local_runner = (
+        gateway.runner(app, access_log=None, shutdown_timeout=grace)
+        for app in (public_app, local_app)
     )
+    broker_runner = web.AppRunner(broker_app, access_log=None, shutdown_timeout=grace)
     for runner in (public_runner, local_runner, broker_runner):
         await runner.setup()
     public = web.TCPSite(public_runner, host, port)
@@ -240,7 +248,20 @@ def main(argv: list[str] | None = None) -> int:
         default=4 * 1024 * 1024,
         help="the broker answers 413 for a larger event",
     )
+    parser.add_argument(
+        "--header-timeout",
+        type=_seconds(MAX_HEADER_TIMEOUT),
+        default=ReadTimeouts.headers,
+        help=f"seconds a client has to send a request head (at most {MAX_HEADER_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--body-timeout",
+        type=_seconds(None),
+        default=ReadTimeouts.body,
+        help="seconds a client has to send a request body, once its head came",
+    )
     args = parser.parse_args(argv)
+    timeouts = ReadTimeouts(headers=args.header_timeout, body=args.body_timeout)
     if taken := port_taken(args.host, args.port):
         sys.stderr.write(taken + "\n")
         return 2
@@ -266,9 +287,26 @@ def main(argv: list[str] | None = None) -> int:
             args.grace,
             env["API_TOKEN"],
             args.max_event_bytes,
+            timeouts,
         )
     )
     return 0
+
+
+def _seconds(most: float | None) -> Callable[[str], float]:
+    """An argparse type: a positive number of seconds, at most ``most`` where given."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+        if not 0 < value <= (most or float("inf")):
+            bound = f" and at most {most:g}" if most else ""
+            raise argparse.ArgumentTypeError(f"{text} s: must be over 0{bound}")
+        return value
+
+    return parse
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from emulators.deadlines import DeadlineRunner, ReadTimeouts
 from emulators.problems import problem, problems, request_id
 from emulators.routing import Decision, KService, NoRoute, RouteTable
 from emulators.upstream import Upstreams
@@ -43,6 +44,7 @@ from functions.core.errors import (
     FunctionError,
     GatewayTimeout,
     NotFound,
+    RequestTimeout,
     ServiceUnavailable,
     error_for_status,
 )
@@ -96,11 +98,13 @@ class Gateway:
         broker_url: str | None = None,
         max_body_bytes: int = 256 * 1024 * 1024,  # the functions set their own limits
         local_url: str | None = None,
+        timeouts: ReadTimeouts | None = None,
     ) -> None:
         """``public_url`` and ``local_url`` are where the two listeners are reached (the
-        same where one listener serves both, as in the tests' in-process platform)."""
+        same where one listener serves both, as in the tests' in-process platform).
+        ``timeouts`` bound how long a client may take to send a request (``runner``)."""
         self._build_table = build_table
-        self.max_body_bytes = max_body_bytes
+        self.max_body_bytes, self.timeouts = max_body_bytes, timeouts or ReadTimeouts()
         self.table = build_table()
         self.public_url, self.broker_url = public_url.rstrip("/"), broker_url
         self.local_url = (local_url or public_url).rstrip("/")
@@ -123,6 +127,11 @@ class Gateway:
             app.cleanup_ctx.append(self._lifecycle)
         return app
 
+    def runner(self, app: web.Application, **kwargs: Any) -> web.AppRunner:
+        """How every listener of this gateway is served: ``app`` with the read deadlines
+        (``kwargs`` go to aiohttp's ``AppRunner``)."""
+        return DeadlineRunner(app, self.timeouts, **kwargs)
+
     async def _lifecycle(self, app: web.Application) -> Any:
         yield
         self._upstreams.close()
@@ -141,6 +150,10 @@ class Gateway:
             return await self._send(request, decision, rid, public)
         except NoRoute as e:
             return problem(NotFound(str(e)), rid)
+        except RequestTimeout as e:  # the rest of the body is not awaited on this connection
+            response = problem(e, rid)
+            response.force_close()
+            return response
         except FunctionError as e:
             return problem(e, rid)
 
@@ -150,6 +163,7 @@ class Gateway:
         target = decision.target
         if target.upstream is None:
             raise ServiceUnavailable(f"revision {target.revision} does not run locally")
+        body = await self._read_body(request)
         if decision.delay:
             await asyncio.sleep(decision.delay)
         if decision.abort is not None:
@@ -160,7 +174,6 @@ class Gateway:
             replaced |= PLATFORM_HEADERS
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in replaced]
         headers += [("X-Request-Id", rid), *decision.set_headers]  # the route's values win
-        body = await request.read()
         query = request.rel_url.raw_query_string
         path = decision.path + (f"?{query}" if query else "")
         async with self._breaker(decision.service).slot():
@@ -177,6 +190,15 @@ class Gateway:
                 raise ServiceUnavailable(f"{decision.service.name} ({target.revision}): {e}") from e
         out = [(k, v) for k, v in upstream.headers if k.lower() not in HOP_BY_HOP]  # repeats kept
         return web.Response(status=upstream.status, body=bytes(upstream.body), headers=out)
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        try:
+            async with asyncio.timeout(self.timeouts.body):
+                return await request.read()
+        except TimeoutError as e:
+            raise RequestTimeout(
+                f"the request body did not arrive within {self.timeouts.body:g}s"
+            ) from e
 
     def _breaker(self, service: KService) -> Breaker:
         key = f"{service.name}/{service.container_concurrency}"
