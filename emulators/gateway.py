@@ -7,7 +7,9 @@ traffic split, tags, VirtualService rules, fault delay/abort and timeouts. Enfor
 ten times it, then 503) and ``timeoutSeconds`` (504). Passes ``X-Request-Id`` (making one
 when none came, as Envoy does) and ``traceparent`` through, re-reads the manifests when they
 change (``reload``, driven by ``manifests.watch``) without dropping requests, and lists its
-routes at ``GET /_routes``. The path is routed and forwarded as it arrived, percent-encoding
+routes at ``GET /_routes``. Every listener is served through ``Gateway.runner``, which cuts
+off a client that sends its request head or body too slowly (``emulators.deadlines``: 408).
+The path is routed and forwarded as it arrived, percent-encoding
 untouched, as Envoy does.
 
 One gateway serves two listeners, as a cluster has two ingresses: ``app(public=True)`` is

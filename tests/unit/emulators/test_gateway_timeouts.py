@@ -15,6 +15,7 @@ import orjson
 import pytest
 from aiohttp import web
 
+from emulators import dev
 from emulators.deadlines import ReadTimeouts
 from emulators.gateway import Gateway
 from emulators.routing import RouteTable
@@ -169,3 +170,13 @@ def test_the_header_deadline_is_at_most_sixty_seconds() -> None:
         ReadTimeouts(headers=61)
     with pytest.raises(ValueError, match="positive"):
         ReadTimeouts(body=0)
+
+
+@pytest.mark.parametrize("flag", ["--header-timeout=61", "--header-timeout=0", "--body-timeout=x"])
+def test_make_dev_refuses_a_deadline_out_of_bounds(
+    flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        dev.main([flag])
+    assert stopped.value.code == 2
+    assert flag.split("=")[0] in capsys.readouterr().err
