@@ -39,8 +39,9 @@ from aiohttp import web
 
 from emulators.broker import Broker, Topology, local_resolver, sink_bindings
 from emulators.gateway import Gateway
-from emulators.launcher import Launcher, emit
+from emulators.launcher import Launcher, emit, service_env
 from emulators.manifests import REPO_ROOT, Resource, load_kustomization, watch
+from emulators.oidc import Issuer, subscriber_env
 from emulators.processes import listening_socket
 from emulators.routing import RouteTable
 from functions.core.logging import quiet_per_call_loggers
@@ -65,6 +66,8 @@ class Platform:
         self.broker_port = self.broker_socket.getsockname()[1]
         self.broker_url = f"http://{host}:{self.broker_port}"
         self.resolve = local_resolver(self.local_gateway_url, self.broker_url)
+        # The delivery tokens' issuer, served on the broker's listener (emulators/oidc.py).
+        self.issuer = Issuer(self.broker_url)
         self.rng = random.Random(seed)
 
     def resources(self) -> list[Resource]:
@@ -127,6 +130,7 @@ async def serve(
         lambda: Topology.build(platform.resources(), platform.resolve),
         grace=grace,
         max_event_bytes=max_event_bytes,
+        issuer=platform.issuer,
     )
     gateway = Gateway(
         lambda: RouteTable.build(platform.resources(), upstreams, platform.rng),
@@ -195,6 +199,7 @@ def _banner(
     emit(f"\ngateway http://{host}:{port}  (routes as JSON: curl {host}:{port}/_routes)")
     for key in broker.topology.brokers:
         emit(f"broker  {platform.broker_url}/{key}  ({len(broker.topology.triggers)} triggers)")
+    emit(f"issuer  {platform.issuer.url}  (every delivery signed; subscribers check it)")
     emit("")
     for entry in gateway.describe()["services"]:
         name = entry["name"]
@@ -247,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s platform | %(message)s")
     quiet_per_call_loggers(logging.INFO)  # the launcher's readiness probes
     platform = Platform(args.knative, args.eventing, args.host, args.port, args.seed)
-    sinks = sink_bindings(platform.resources(), platform.resolve)
+    resources = platform.resources()
+    sinks = sink_bindings(resources, platform.resolve)
     # Services calling others by their Knative URL (*.svc.cluster.local) reach them through
     # the cluster-local gateway, as in a cluster (functions/core/client.py).
     # Each Service's server says only what went wrong: the launcher prints when it is ready.
@@ -256,7 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     # What a cluster reads from the Secret prediction-log-token: the caller's API_TOKEN, or
     # one made for this run. Every Service gets it; those with tokened routes read it.
     env["API_TOKEN"] = env.get("API_TOKEN") or secrets.token_urlsafe(32)
-    launcher = Launcher(args.knative, env, sinks=sinks)
+    # The Services the broker delivers to check each delivery's token (EVENT_AUTH=oidc).
+    services = service_env(sinks, subscriber_env(platform.issuer, resources))
+    launcher = Launcher(args.knative, env, service_env=services)
     uvloop.run(
         serve(
             platform,
