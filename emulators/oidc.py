@@ -66,18 +66,20 @@ class Issuer:
         self._jwk = {**ECAlgorithm.to_jwk(public, as_dict=True), "kid": self.kid}
         self._jwk.update(use="sig", alg="ES256")
 
-    def token(self, audience: str, subject: str, now: float | None = None) -> str:
-        """A token for ``audience`` as ``subject``, valid ``lifetime`` seconds from ``now``."""
+    def token(self, audience: str, subject: str, now: float | None = None, **claims: Any) -> str:
+        """A token for ``audience`` as ``subject``, valid ``lifetime`` seconds from ``now``;
+        ``claims`` are added or replace the standard ones."""
         issued = int(time.time() if now is None else now)
-        claims = {
+        payload = {
             "iss": self.url,
             "sub": subject,
             "aud": audience,
             "iat": issued,
             "nbf": issued,
             "exp": issued + int(self.lifetime),
+            **claims,
         }
-        return jwt.encode(claims, self._key, algorithm="ES256", headers={"kid": self.kid})
+        return jwt.encode(payload, self._key, algorithm="ES256", headers={"kid": self.kid})
 
     def discovery(self) -> dict[str, Any]:
         """The OpenID discovery document, as the API server's service-account issuer has it."""

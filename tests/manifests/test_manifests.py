@@ -27,6 +27,7 @@ from emulators.manifests import (
     knative_services,
     load_kustomization,
 )
+from emulators.oidc import delivered_to
 from emulators.validate import (
     Problem,
     SchemaIndex,
@@ -41,7 +42,8 @@ from emulators.validate import (
 )
 from functions.ab_router.settings import AbRouterSettings
 from functions.async_worker.settings import AsyncWorkerSettings
-from functions.core.settings import BaseFunctionSettings, build_settings
+from functions.core.event_auth import knative_audience
+from functions.core.settings import BaseFunctionSettings, EventAuthSettings, build_settings
 from functions.fanout.settings import FanoutSettings
 from functions.predict.settings import PredictSettings
 from functions.prediction_log.settings import PredictionLogSettings
@@ -589,3 +591,48 @@ def test_every_trigger_retries_then_dead_letters() -> None:
         delivery = trigger.doc["spec"].get("delivery", {})
         assert "deadLetterSink" in delivery, trigger.name
         assert delivery.get("retry", 0) >= 5, trigger.name
+
+
+def destinations() -> list[tuple[str, dict[str, Any], str]]:
+    """(Trigger, destination, its namespace) for every subscriber and dead-letter sink."""
+    found = []
+    for trigger in (r for r in RESOURCES if r.key == TRIGGER):
+        spec, namespace = trigger.doc["spec"], trigger.doc["metadata"]["namespace"]
+        for destination in (spec["subscriber"], spec.get("delivery", {}).get("deadLetterSink")):
+            if destination is not None:
+                found.append((trigger.name, destination, namespace))
+    return found
+
+
+def test_every_service_the_broker_delivers_to_is_named_by_its_audience(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With authentication-oidc on, a Knative Service (which announces no audience) gets a
+    token only where its Trigger names the audience, and takes it only if that is the
+    audience it checks (EVENT_AUDIENCE, else its Knative one)."""
+    specs = {spec.name: spec for spec in FUNCTIONS}
+    checked = 0
+    for trigger, destination, namespace in destinations():
+        ref = destination.get("ref", {})
+        if (ref.get("apiVersion"), ref.get("kind")) != KNATIVE_SERVICE:
+            continue
+        service = specs[ref["name"]]
+        settings = SETTINGS_BY_SOURCE[service.env["FUNCTION_SOURCE"]]
+        assert issubclass(settings, EventAuthSettings), f"{service.name}: no EventAuthSettings"
+        for name in settings_env_names(settings):
+            monkeypatch.delenv(name, raising=False)
+        env = {**service.env, "K_SERVICE": service.name, "POD_NAMESPACE": service.namespace}
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        checks = build_settings(settings).audience
+        expected = knative_audience(ref["apiVersion"], ref["kind"], namespace, ref["name"])
+        assert destination.get("audience") == expected == checks, (trigger, ref["name"])
+        checked += 1
+    assert checked == 4  # the log's ingest and dead letters, the worker's two
+
+
+def test_event_auth_is_off_in_the_manifests_until_the_cluster_has_oidc() -> None:
+    """Off by default, said in each Service (docs/cluster.md turns it on with a patch)."""
+    specs = {spec.name: spec for spec in FUNCTIONS}
+    for name in delivered_to(RESOURCES):
+        assert specs[name].env.get("EVENT_AUTH") == "off", name
