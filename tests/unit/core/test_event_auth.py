@@ -18,11 +18,12 @@ from flask import Request, Response
 from werkzeug.test import EnvironBuilder
 
 from emulators.oidc import JWKS_PATH, Issuer
+from emulators.processes import free_port
 from functions.core.errors import FunctionError, ServiceUnavailable, Unauthorized
 from functions.core.event_auth import EventVerifier, knative_audience, verifier_for
 from functions.core.http import HttpApp, Route
 from functions.core.settings import EventAuthSettings, SettingsError, build_settings
-from tests.helpers import AppThread, free_port
+from tests.helpers import AppThread
 
 AUDIENCE = "serving.knative.dev/service/ml-serving/async-worker"
 SUBJECT = "system:serviceaccount:ml-serving:async-worker-oidc-eventing.knative.dev-trigger"
@@ -236,7 +237,8 @@ def subscriber(verifier: EventVerifier | None) -> HttpApp:
 
 
 def post(app: HttpApp, path: str = "/", **headers: str) -> Response:
-    environ = EnvironBuilder(path=path, method="GET" if path != "/" else "POST", headers=headers)
+    method = "GET" if path != "/" else "POST"
+    environ = EnvironBuilder(path=path, method=method, headers=list(headers.items()))
     return app(Request(environ.get_environ()))
 
 
