@@ -14,8 +14,7 @@ a failed delivery, as behind the real broker. A CloudEvent reply re-enters the b
 ``time_scale`` shrinks every backoff so tests need not wait for real ones. With an
 ``issuer`` (``emulators/oidc.py``), every delivery carries ``Authorization: Bearer`` with a
 token of the Trigger's OIDC identity for its destination's audience (the Destination's
-``audience:``, else its ref's), as Knative's ``authentication-oidc`` does; the issuer's
-discovery document and keys are served on the broker's listener.
+``audience:``, else its ref's), as Knative's ``authentication-oidc`` does.
 """
 
 from __future__ import annotations
@@ -192,8 +191,6 @@ class Broker:
         # aiohttp's own limit answers past it as our ingress would: a 413 problem.
         app = web.Application(client_max_size=self.max_event_bytes, middlewares=[problems])
         app.router.add_get("/_stats", self._stats)
-        if self.issuer is not None:
-            self.issuer.add_routes(app)
         app.router.add_post("/{namespace}/{broker}", self._ingress)
         app.cleanup_ctx.append(self._lifecycle)
         return app

@@ -61,13 +61,14 @@ class Platform:
         # The inner listeners are bound now and held: the Services' ports, picked next, and
         # anything else on the machine cannot take theirs before they serve.
         self.local_socket, self.broker_socket = listening_socket(host), listening_socket(host)
+        self.issuer_socket = listening_socket(host)
         self.local_port = self.local_socket.getsockname()[1]
         self.local_gateway_url = f"http://{host}:{self.local_port}"
         self.broker_port = self.broker_socket.getsockname()[1]
         self.broker_url = f"http://{host}:{self.broker_port}"
         self.resolve = local_resolver(self.local_gateway_url, self.broker_url)
-        # The delivery tokens' issuer, served on the broker's listener (emulators/oidc.py).
-        self.issuer = Issuer(self.broker_url)
+        # The delivery tokens' issuer, on a listener of its own (emulators/oidc.py).
+        self.issuer = Issuer(f"http://{host}:{self.issuer_socket.getsockname()[1]}")
         self.rng = random.Random(seed)
 
     def resources(self) -> list[Resource]:
@@ -137,6 +138,7 @@ async def serve(
         platform.gateway_url,
         next((f"{platform.broker_url}/{key}" for key in broker.topology.brokers), None),
         local_url=platform.local_gateway_url,
+        issuer_url=platform.issuer.url,
     )
     in_flight = InFlight()
     # Two listeners, as a cluster's two ingresses: the public one refuses cluster-local
@@ -147,17 +149,18 @@ async def serve(
     local_app.cleanup_ctx.append(
         watch([platform.knative, platform.eventing], [gateway.reload, broker.reload])
     )
-    public_runner, local_runner, broker_runner = (
+    public_runner, local_runner, broker_runner, issuer_runner = (
         web.AppRunner(app, access_log=None, shutdown_timeout=grace)
-        for app in (public_app, local_app, broker_app)
+        for app in (public_app, local_app, broker_app, platform.issuer.app())
     )
-    for runner in (public_runner, local_runner, broker_runner):
+    for runner in (public_runner, local_runner, broker_runner, issuer_runner):
         await runner.setup()
     public = web.TCPSite(public_runner, host, port)
     for site in (
         public,
         web.SockSite(local_runner, platform.local_socket),
         web.SockSite(broker_runner, platform.broker_socket),
+        web.SockSite(issuer_runner, platform.issuer_socket),
     ):
         await site.start()
     launcher.start()
@@ -175,6 +178,7 @@ async def serve(
         await asyncio.to_thread(launcher.stop)  # SIGTERM: each Service drains
     await public_runner.cleanup()
     await local_runner.cleanup()
+    await issuer_runner.cleanup()  # last: the broker's deliveries drained are checked with it
 
 
 async def _until_ready(launcher: Launcher, stop: asyncio.Event, seconds: float) -> list[str]:

@@ -6,7 +6,9 @@ token of the Trigger's OIDC service account with the subscriber's audience, and 
 issuer (``/.well-known/openid-configuration``, ``/openid/v1/jwks``). ``Issuer`` plays that
 issuer for the local broker: its own ES256 key (made per run, never written down), a
 ``kid``, short-lived tokens (``iss``, ``sub``, ``aud``, ``iat``, ``exp``), and both documents
-served on the broker's listener, so subscribers run the same check locally as on a cluster.
+served on a listener of its own (``app``), so subscribers run the same check locally as on a
+cluster. Its own, as the API server is not the broker: a broker that stops accepting events
+still delivers those it took, and their subscribers must still reach the keys.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def destination_audience(destination: Mapping[str, Any]) -> str | None:
 
 class Issuer:
     """Mints delivery tokens under one ES256 key and serves its discovery document and
-    JWKS (``add_routes``). ``url`` is the ``iss`` of every token, where it is served."""
+    JWKS (``app``). ``url`` is the ``iss`` of every token, where it is served."""
 
     def __init__(self, url: str, lifetime: float = 300.0) -> None:
         self.url, self.lifetime = url.rstrip("/"), lifetime
@@ -94,15 +96,19 @@ class Issuer:
     def jwks(self) -> dict[str, Any]:
         return {"keys": [self._jwk]}
 
-    def add_routes(self, app: web.Application) -> None:
+    def app(self) -> web.Application:
+        """The two documents at the API server's paths, for the listener at ``url``."""
+
         async def discovery(request: web.Request) -> web.Response:
             return web.json_response(self.discovery())
 
         async def jwks(request: web.Request) -> web.Response:
             return web.json_response(self.jwks(), content_type="application/jwk-set+json")
 
+        app = web.Application()
         app.router.add_get(DISCOVERY_PATH, discovery)
         app.router.add_get(JWKS_PATH, jwks)
+        return app
 
 
 def delivered_to(resources: list[Resource]) -> dict[str, str]:

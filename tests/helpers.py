@@ -236,7 +236,7 @@ class LocalPlatform:
         from emulators.oidc import Issuer, subscriber_env
         from emulators.routing import RouteTable
 
-        gateway_port, broker_port = free_port(), free_port()
+        gateway_port, broker_port, issuer_port = free_port(), free_port(), free_port()
         self.url = f"http://127.0.0.1:{gateway_port}"
         resolve = local_resolver(self.url, f"http://127.0.0.1:{broker_port}")
 
@@ -244,7 +244,8 @@ class LocalPlatform:
             return load_kustomization(knative) + (load_kustomization(eventing) if eventing else [])
 
         # The broker signs every delivery, and its subscribers check (emulators/oidc.py).
-        self.issuer = Issuer(f"http://127.0.0.1:{broker_port}")
+        self.issuer = Issuer(f"http://127.0.0.1:{issuer_port}")
+        self.issuer_thread = AppThread(self.issuer.app(), port=issuer_port)
         self.events = Broker(
             lambda: Topology.build(resources(), resolve),
             time_scale=time_scale,
@@ -271,6 +272,7 @@ class LocalPlatform:
         self.launcher.stop()
         self.gateway.stop()
         self.broker.stop()
+        self.issuer_thread.stop()
 
 
 def refusing(url: str) -> Callable[[], bool | None]:

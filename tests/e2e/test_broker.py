@@ -282,6 +282,7 @@ def test_every_delivery_carries_a_token_for_its_destinations_audience(
     audience gets none."""
     port = free_port()
     issuer = Issuer(f"http://127.0.0.1:{port}")
+    keys = AppThread(issuer.app(), port=port)
     delivery = {
         "deadLetterSink": {"uri": f"{sink}/dls-signed", "audience": "the-dls"},
         "retry": 1,
@@ -289,7 +290,7 @@ def test_every_delivery_carries_a_token_for_its_destinations_audience(
     }
     signed = trigger("signed", f"{sink}/signed?fail=99", **delivery)
     signed["spec"]["subscriber"]["audience"] = "the-subscriber"
-    broker = broker_for([signed, trigger("unsigned", f"{sink}/unsigned")], port=port, issuer=issuer)
+    broker = broker_for([signed, trigger("unsigned", f"{sink}/unsigned")], issuer=issuer)
     event_id = send_until_dead_lettered(broker)
     settle(lambda: len(deliveries(sink, "/unsigned", event_id)) == 1)
     assert "authorization" not in deliveries(sink, "/unsigned", event_id)[0]["headers"]
@@ -301,3 +302,4 @@ def test_every_delivery_carries_a_token_for_its_destinations_audience(
         assert claims["sub"] == trigger_subject("ns", "signed")
     with pytest.raises(Unauthorized):  # the subscriber's token is not the sink's
         EventVerifier(issuer.url, "the-dls").verify(tried[0])
+    keys.stop()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -636,3 +637,51 @@ def test_event_auth_is_off_in_the_manifests_until_the_cluster_has_oidc() -> None
     specs = {spec.name: spec for spec in FUNCTIONS}
     for name in delivered_to(RESOURCES):
         assert specs[name].env.get("EVENT_AUTH") == "off", name
+
+
+def json_patch(doc: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any]:
+    """RFC 6902's test, replace and add (``-`` appends), as kustomize applies them."""
+    doc = copy.deepcopy(doc)
+    for op in ops:
+        *parents, last = op["path"].lstrip("/").split("/")
+        node: Any = doc
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        key: Any = int(last) if isinstance(node, list) and last != "-" else last
+        if op["op"] == "test":
+            assert node[key] == op["value"], op
+        elif op["op"] == "replace":
+            node[key] = op["value"]
+        elif op["op"] == "add" and key == "-":
+            node.append(op["value"])
+        else:
+            raise AssertionError(f"not handled here: {op}")
+    return doc
+
+
+def test_the_documented_patch_turns_event_auth_on_in_every_subscriber(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """knative/patches/event-auth-oidc.yaml (docs/cluster.md) applies to each Service the
+    broker delivers to, leaves it valid, and its settings then verify."""
+    text = (REPO_ROOT / "knative" / "patches" / "event-auth-oidc.yaml").read_text()
+    ops = yaml.safe_load(text)
+    targets = set(delivered_to(RESOURCES))
+    for told in (text, (REPO_ROOT / "docs" / "cluster.md").read_text()):
+        found = re.findall(r"name: ((?:[a-z-]+\|)+[a-z-]+)", told)
+        assert any(set(names.split("|")) == targets for names in found), found
+    services = {r.name: r for r in RESOURCES if r.key == KNATIVE_SERVICE}
+    for name in targets:
+        patched = json_patch(services[name].doc, ops)
+        assert validate([Resource(patched, services[name].path)]) == [], name
+        spec = next(s for s in knative_services([Resource(patched, services[name].path)]))
+        settings = SETTINGS_BY_SOURCE[spec.env["FUNCTION_SOURCE"]]
+        for variable in settings_env_names(settings):
+            monkeypatch.delenv(variable, raising=False)
+        for variable, value in spec.env.items():
+            monkeypatch.setenv(variable, value)
+        built = build_settings(settings)
+        assert isinstance(built, EventAuthSettings)
+        assert (built.event_auth, built.event_issuer) == (
+            "oidc", "https://kubernetes.default.svc.cluster.local"
+        )  # fmt: skip

@@ -34,9 +34,7 @@ def served() -> Iterator[tuple[Issuer, str]]:
     """An issuer and the URL its documents are served at (a port of its own)."""
     port = free_port()
     issuer = Issuer(f"http://127.0.0.1:{port}")
-    app = web.Application()
-    issuer.add_routes(app)
-    thread = AppThread(app, port=port)
+    thread = AppThread(issuer.app(), port=port)
     yield issuer, thread.url
     thread.stop()
 
