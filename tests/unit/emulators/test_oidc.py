@@ -92,3 +92,13 @@ def test_the_platform_turns_verification_on_for_each_service_the_broker_delivers
         "EVENT_JWKS_URL": "http://127.0.0.1:9/openid/v1/jwks",
         "POD_NAMESPACE": "ml-serving",
     }
+
+
+def test_a_services_platform_env_joins_its_sink_and_its_event_auth() -> None:
+    from emulators.launcher import service_env
+
+    issuer = Issuer("http://127.0.0.1:9")
+    merged = service_env({"async-worker": "http://broker"}, subscriber_env(issuer, RESOURCES))
+    assert merged["async-worker"]["K_SINK"] == "http://broker"
+    assert merged["async-worker"]["EVENT_AUTH"] == "oidc"
+    assert "K_SINK" not in merged["prediction-log-ingest"]
