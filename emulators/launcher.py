@@ -2,10 +2,11 @@
 
 Each process is the container's entry point (``python -m functions.core.serve``) with the
 Service's env from the manifest plus what Knative injects (``PORT``, ``K_SERVICE``,
-``K_REVISION``, ``K_CONFIGURATION``). The launcher waits on each readiness probe, streams
-every log line prefixed with the Service name, restarts a process that dies with
-exponential backoff (as the kubelet restarts a crashed container), and stops them all
-cleanly on Ctrl-C or SIGTERM.
+``K_REVISION``, ``K_CONFIGURATION``) and what the rest of the platform gives that Service
+(``service_env``: ``K_SINK`` from a SinkBinding, the event-auth settings of a subscriber).
+The launcher waits on each readiness probe, streams every log line prefixed with the Service
+name, restarts a process that dies with exponential backoff (as the kubelet restarts a
+crashed container), and stops them all cleanly on Ctrl-C or SIGTERM.
 
     python -m emulators.launcher [--first-port 8081]
 """
@@ -47,13 +48,16 @@ class Revision:
         env: Mapping[str, str],
         host: str = "127.0.0.1",
         backoff: tuple[float, float] = (1.0, 30.0),
+        platform_env: Mapping[str, str] | None = None,
     ) -> None:
+        """``platform_env`` wins over the manifest's, as a SinkBinding's K_SINK does."""
         self.spec, self.port, self.host = spec, port, host
         self.url = f"http://{host}:{port}"
         self.restarts = 0
         self._env = {
             **env,
             **spec.env,
+            **(platform_env or {}),
             **spec.injected_env(port),
             "HOST": host,
             "PYTHONUNBUFFERED": "1",
@@ -148,6 +152,17 @@ class Revision:
                 time.sleep(0.1)
 
 
+def service_env(
+    sinks: Mapping[str, str], *more: Mapping[str, Mapping[str, str]]
+) -> dict[str, dict[str, str]]:
+    """One ``service_env``: each Service's ``K_SINK`` (``sinks``) and the env in ``more``."""
+    merged: dict[str, dict[str, str]] = {name: {"K_SINK": url} for name, url in sinks.items()}
+    for part in more:
+        for name, env in part.items():
+            merged.setdefault(name, {}).update(env)
+    return merged
+
+
 class Launcher:
     """Every Knative Service of a kustomization, each as a supervised ``Revision``."""
 
@@ -158,10 +173,11 @@ class Launcher:
         first_port: int = 0,
         host: str = "127.0.0.1",
         backoff: tuple[float, float] = (1.0, 30.0),
-        sinks: Mapping[str, str] | None = None,
+        service_env: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
-        """``sinks`` maps Service names to the ``K_SINK`` their SinkBindings give them."""
-        sinks = sinks or {}
+        """``service_env`` maps Service names to what the platform gives them beyond the
+        manifest (``K_SINK``, event auth): it wins over the manifest's env."""
+        service_env = service_env or {}
         specs = knative_services(load_kustomization(knative_dir))
         ports = [first_port + i for i in range(len(specs))] if first_port else None
         ports = ports or free_ports(len(specs), host)
@@ -169,9 +185,10 @@ class Launcher:
             spec.name: Revision(
                 spec,
                 ports[i],
-                {**env, **({"K_SINK": sinks[spec.name]} if spec.name in sinks else {})},
+                env,
                 host,
                 backoff,
+                service_env.get(spec.name),
             )
             for i, spec in enumerate(specs)
         }
