@@ -67,6 +67,8 @@ image: models ## build the one image (knative/Dockerfile) with podman or docker,
 
 test-image: models ## the image tier: install podman where no engine answers, make the base image where none can be pulled, build, run every Service's container
 	@$(PY) -m emulators.container prepare
+	@# built here, not under the tests' per-test timeout: a first build installs every dependency
+	@$(PY) -m emulators.container build
 	$(PY) -m pytest -m image tests/image
 
 bench: models ## benchmark: raw inference floor vs the served function (BENCH_SECONDS=5)
