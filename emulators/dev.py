@@ -15,7 +15,12 @@ event it accepted (retries included); then each Service gets SIGTERM and drains;
 is bounded by ``--grace`` seconds. Events a Service's outbox could not hand over by then
 stay in its spool on disk and go out on the next start.
 
+The gateway listens before the Services are up: a request that comes before its Service is
+ready, or while the launcher restarts a crashed one, is held by the activator (up to
+``--progress-deadline``), as Knative's activator holds it, not refused.
+
     python -m emulators.dev [--port 8080] [--seed N] [--grace 10] [--max-event-bytes N]
+                            [--progress-deadline 120s]
 """
 
 from __future__ import annotations
@@ -37,7 +42,9 @@ from pathlib import Path
 import uvloop
 from aiohttp import web
 
+from emulators.activator import DEFAULT_PROGRESS_DEADLINE, Activator
 from emulators.broker import Broker, Topology, local_resolver, sink_bindings
+from emulators.durations import go_seconds
 from emulators.gateway import Gateway
 from emulators.launcher import Launcher, emit
 from emulators.manifests import REPO_ROOT, Resource, load_kustomization, watch
@@ -117,6 +124,7 @@ async def serve(
     grace: float,
     token: str,
     max_event_bytes: int,
+    progress_deadline: float,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -133,6 +141,8 @@ async def serve(
         platform.gateway_url,
         next((f"{platform.broker_url}/{key}" for key in broker.topology.brokers), None),
         local_url=platform.local_gateway_url,
+        # requests that come before a Service is ready (its start, a restart) are held
+        activator=Activator(launcher.status, progress_deadline),
     )
     in_flight = InFlight()
     # Two listeners, as a cluster's two ingresses: the public one refuses cluster-local
@@ -224,6 +234,14 @@ def port_taken(host: str, port: int) -> str | None:
     return None
 
 
+def duration(text: str) -> float:
+    """A flag's duration as Knative writes them (``10s``, ``1m``), or plain seconds."""
+    try:
+        return float(text) if text.replace(".", "", 1).isdigit() else go_seconds(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the local platform")
     parser.add_argument("--knative", type=Path, default=REPO_ROOT / "knative")
@@ -239,6 +257,13 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=4 * 1024 * 1024,
         help="the broker answers 413 for a larger event",
+    )
+    parser.add_argument(
+        "--progress-deadline",
+        type=duration,
+        default=DEFAULT_PROGRESS_DEADLINE,
+        metavar="DURATION",
+        help="how long a request waits for a Service's first ready replica (120s, 2m)",
     )
     args = parser.parse_args(argv)
     if taken := port_taken(args.host, args.port):
@@ -266,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
             args.grace,
             env["API_TOKEN"],
             args.max_event_bytes,
+            args.progress_deadline,
         )
     )
     return 0

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from emulators.activator import Activator
 from emulators.problems import problem, problems, request_id
 from emulators.routing import Decision, KService, NoRoute, RouteTable
 from emulators.upstream import Upstreams
@@ -55,6 +57,7 @@ PLATFORM_HEADERS = frozenset({"x-ab-assignment"})
 
 DOMAIN = "example.com"  # Knative's default domain; curl with -H "Host: iris.ml-serving.example.com"
 # RFC 9110 §7.6.1 connection-specific fields, never forwarded by a proxy.
+REFUSED_PAUSE = 0.05  # between connects to a revision that refused one (the launcher restarts it)
 HOP_BY_HOP = {
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
     "trailer", "transfer-encoding", "upgrade", "content-length", "host",
@@ -96,9 +99,12 @@ class Gateway:
         broker_url: str | None = None,
         max_body_bytes: int = 256 * 1024 * 1024,  # the functions set their own limits
         local_url: str | None = None,
+        activator: Activator | None = None,
     ) -> None:
         """``public_url`` and ``local_url`` are where the two listeners are reached (the
-        same where one listener serves both, as in the tests' in-process platform)."""
+        same where one listener serves both, as in the tests' in-process platform).
+        ``activator`` holds requests for a revision until it is ready (None: they go at
+        once, and one that is not listening is a 503)."""
         self._build_table = build_table
         self.max_body_bytes = max_body_bytes
         self.table = build_table()
@@ -106,6 +112,7 @@ class Gateway:
         self.local_url = (local_url or public_url).rstrip("/")
         self._breakers: dict[str, Breaker] = {}
         self._upstreams = Upstreams()
+        self.activator = activator
 
     def reload(self) -> None:
         """Swap in routes from the manifests as they are now; requests in flight keep theirs."""
@@ -126,6 +133,8 @@ class Gateway:
     async def _lifecycle(self, app: web.Application) -> Any:
         yield
         self._upstreams.close()
+        if self.activator is not None:
+            self.activator.close()
 
     # -- forwarding ---------------------------------------------------------------------
 
@@ -163,18 +172,38 @@ class Gateway:
         body = await request.read()
         query = request.rel_url.raw_query_string
         path = decision.path + (f"?{query}" if query else "")
+        # What the activator holds counts against containerConcurrency and its queue.
         async with self._breaker(decision.service).slot():
-            try:
-                async with asyncio.timeout(decision.timeout):
-                    upstream = await self._upstreams.request(
-                        target.upstream, request.method, path, headers, body
-                    )
-            except TimeoutError as e:
-                raise GatewayTimeout(
-                    f"{decision.service.name} ({target.revision}) took longer than {decision.timeout:g}s"
-                ) from e
-            except OSError as e:  # refused, reset or closed: the revision is not serving
-                raise ServiceUnavailable(f"{decision.service.name} ({target.revision}): {e}") from e
+            refused_since: float | None = None
+            while True:
+                if self.activator is not None:
+                    await self.activator.ready(target.revision)
+                try:
+                    # timeoutSeconds counts from here, when a replica takes the request
+                    async with asyncio.timeout(decision.timeout):
+                        upstream = await self._upstreams.request(
+                            target.upstream, request.method, path, headers, body
+                        )
+                    break
+                except TimeoutError as e:
+                    raise GatewayTimeout(
+                        f"{decision.service.name} ({target.revision}) took longer than {decision.timeout:g}s"
+                    ) from e
+                except ConnectionRefusedError as e:
+                    # It went away since its last probe; nothing was sent, so with an
+                    # activator the request waits for the restart, within the deadline.
+                    refused_since = refused_since or time.monotonic()
+                    if self.activator is None or time.monotonic() - refused_since > (
+                        self.activator.deadline(target.revision)
+                    ):
+                        raise ServiceUnavailable(
+                            f"{decision.service.name} ({target.revision}): {e}"
+                        ) from e
+                    await asyncio.sleep(REFUSED_PAUSE)
+                except OSError as e:  # reset or closed mid-answer: the revision is not serving
+                    raise ServiceUnavailable(
+                        f"{decision.service.name} ({target.revision}): {e}"
+                    ) from e
         out = [(k, v) for k, v in upstream.headers if k.lower() not in HOP_BY_HOP]  # repeats kept
         return web.Response(status=upstream.status, body=bytes(upstream.body), headers=out)
 
@@ -206,6 +235,7 @@ class Gateway:
                         "tag": t.tag,
                         "percent": t.percent,
                         "upstream": t.upstream,
+                        "held": self.activator.held[t.revision] if self.activator else 0,
                     }
                     for t in svc.targets
                 ]

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -63,6 +63,7 @@ class Revision:
         self._stopping = threading.Event()
         self._starting = threading.Lock()  # stop() sees the process started, or none starts
         self._ready = threading.Event()
+        self.reason = "not started"  # why it is not ready, for the activator's 503
         self._thread = threading.Thread(target=self._supervise, name=spec.name, daemon=True)
 
     @property
@@ -75,10 +76,25 @@ class Revision:
     def wait_ready(self, timeout: float) -> bool:
         return self._ready.wait(timeout)
 
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    @property
+    def annotations(self) -> Mapping[str, str]:
+        return self.spec.annotations
+
+    @property
+    def stopped(self) -> bool:
+        """Stopped for good: it will not become ready again."""
+        return self._stopping.is_set()
+
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM (the server drains in-flight requests), then SIGKILL after ``timeout``."""
         with self._starting:
             self._stopping.set()
+            self._ready.clear()
+            self.reason = "stopped"
             process = self._process
         if process and process.poll() is None:
             process.terminate()
@@ -93,10 +109,10 @@ class Revision:
         delay = self._backoff[0]
         while True:
             started = time.monotonic()
-            self._ready.clear()
             with self._starting:
                 if self._stopping.is_set():
                     return
+                self.reason = "starting"
                 self._process = process = subprocess.Popen(
                     [sys.executable, "-m", "functions.core.serve"],
                     env=self._env,
@@ -111,6 +127,7 @@ class Revision:
                 reader = threading.Thread(target=self._pump, args=(process,), daemon=True)
                 reader.start()
                 code = process.wait()
+                self._ready.clear()  # at once: the activator holds what comes next
                 # A container's processes die with it: workers orphaned by a killed server
                 # would keep the port and the log pipe.
                 with contextlib.suppress(ProcessLookupError):
@@ -121,9 +138,8 @@ class Revision:
             self.restarts += 1
             if time.monotonic() - started > 60:
                 delay = self._backoff[0]  # it ran a while: a fresh crash, not a crash loop
-            emit(
-                f"{self.spec.name:>16} ! exited with {code}; restart #{self.restarts} in {delay:.1f}s"
-            )
+            self.reason = f"exited with {code}; restart #{self.restarts} in {delay:.1f}s"
+            emit(f"{self.spec.name:>16} ! {self.reason}")
             if self._stopping.wait(delay):
                 return
             delay = min(delay * 2, self._backoff[1])
@@ -139,6 +155,7 @@ class Revision:
             while process.poll() is None and not self._stopping.is_set():
                 try:
                     if client.get(url).status_code == 200:
+                        self.reason = "ready"
                         self._ready.set()
                         took = time.monotonic() - started
                         emit(f"{self.spec.name:>16} * ready at {self.url} in {took:.1f}s")
@@ -175,18 +192,30 @@ class Launcher:
             )
             for i, spec in enumerate(specs)
         }
+        self._by_revision = {r.spec.revision: r for r in self.revisions.values()}
 
     def start(self) -> None:
         for revision in self.revisions.values():
             revision.start()
 
-    def wait_ready(self, timeout: float, stop: threading.Event | None = None) -> list[str]:
-        """Names of the revisions not ready within ``timeout`` seconds, or once ``stop`` is
-        set (a SIGTERM must not wait for Services that may never become ready)."""
+    def status(self, revision: str) -> Revision | None:
+        """The process of a revision (``<service>-00001``), None where none runs here."""
+        return self._by_revision.get(revision)
+
+    def wait_ready(
+        self,
+        timeout: float,
+        stop: threading.Event | None = None,
+        names: Sequence[str] | None = None,
+    ) -> list[str]:
+        """Names of the revisions (of ``names``, None: all) not ready within ``timeout``
+        seconds, or once ``stop`` is set (a SIGTERM must not wait for Services that may never
+        become ready)."""
         stop = stop or threading.Event()
         deadline = time.monotonic() + timeout
+        wanted = {n: self.revisions[n] for n in names} if names is not None else self.revisions
         while True:
-            missing = [n for n, r in self.revisions.items() if not r.wait_ready(0)]
+            missing = [n for n, r in wanted.items() if not r.wait_ready(0)]
             if not missing or time.monotonic() >= deadline or stop.wait(0.1):
                 return missing
 

@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -227,8 +227,13 @@ class LocalPlatform:
         eventing: Path | None,
         env: Mapping[str, str],
         time_scale: float = 0.2,
+        progress_deadline: float = 120.0,
+        require_ready: Sequence[str] | None = None,
     ) -> None:
-        """``time_scale`` shrinks the broker's backoffs (not its delivery timeouts)."""
+        """``time_scale`` shrinks the broker's backoffs (not its delivery timeouts);
+        ``progress_deadline`` bounds how long the gateway holds a request for a revision that
+        is not ready; ``require_ready`` names the Services it waits for (None: all)."""
+        from emulators.activator import Activator
         from emulators.broker import Broker, Topology, local_resolver, sink_bindings
         from emulators.gateway import Gateway
         from emulators.launcher import Launcher
@@ -252,9 +257,13 @@ class LocalPlatform:
         )
         self.launcher.start()
         upstreams = {r.spec.revision: r.url for r in self.launcher.revisions.values()}
-        gateway = Gateway(lambda: RouteTable.build(resources(), upstreams), self.url)
+        gateway = Gateway(
+            lambda: RouteTable.build(resources(), upstreams),
+            self.url,
+            activator=Activator(self.launcher.status, progress_deadline),
+        )
         self.gateway = AppThread(gateway.app(), port=gateway_port)
-        missing = self.launcher.wait_ready(120)
+        missing = self.launcher.wait_ready(120, names=require_ready)
         if missing:
             self.stop()
             raise AssertionError(f"not ready: {missing}")
