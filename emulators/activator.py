@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
@@ -29,7 +28,19 @@ DEFAULT_PROGRESS_DEADLINE = 120.0  # Knative's default (config-deployment progre
 
 
 class Replica(Protocol):
-    """What the activator reads of a revision's process (``launcher.Revision``)."""
+    """One process of a revision, as the gateway counts requests at it."""
+
+    url: str
+
+    def begin(self) -> None: ...
+
+    def end(self) -> None: ...
+
+
+class Revision(Protocol):
+    """What the activator reads of a revision (``launcher.Revision``)."""
+
+    held: int
 
     @property
     def ready(self) -> bool: ...
@@ -43,57 +54,81 @@ class Replica(Protocol):
     @property
     def annotations(self) -> Mapping[str, str]: ...
 
+    @property
+    def replicas(self) -> int: ...
+
+    @property
+    def desired(self) -> int: ...
+
+    @property
+    def in_flight(self) -> int: ...
+
+    @property
+    def cold_start(self) -> float | None: ...
+
+    def pick(self) -> Replica | None: ...
+
+    def wake(self) -> None: ...
+
 
 class Activator:
     def __init__(
         self,
-        replica: Callable[[str], Replica | None],
+        revisions: Callable[[str], Revision | None],
         progress_deadline: float = DEFAULT_PROGRESS_DEADLINE,
         poll: float = 0.05,
     ) -> None:
-        """``replica`` finds the process of a revision by its name (None: none runs here)."""
-        self._replica = replica
+        """``revisions`` finds a revision by its name (None: it does not run here)."""
+        self._revision = revisions
         self.progress_deadline = progress_deadline
         self._poll = poll
         self._woken: dict[str, asyncio.Event] = {}
         self._poller: asyncio.Task[None] | None = None
-        self.held: Counter[str] = Counter()  # requests waiting now, per revision
+
+    def revision(self, name: str) -> Revision | None:
+        return self._revision(name)
 
     def deadline(self, revision: str) -> float:
         """Seconds a request may wait for the revision's first ready replica."""
-        replica = self._replica(revision)
-        value = replica.annotations.get(PROGRESS_DEADLINE) if replica else None
+        found = self._revision(revision)
+        value = found.annotations.get(PROGRESS_DEADLINE) if found else None
         return go_seconds(value) if value else self.progress_deadline
 
-    async def ready(self, revision: str) -> None:
-        """Return once ``revision`` has a ready replica; raise ServiceUnavailable (with the
-        reason) when it has none here, is stopped for good, or is not ready in time."""
-        replica = self._replica(revision)
+    async def acquire(self, name: str) -> Replica:
+        """The least loaded ready replica of revision ``name``, its request counted as begun
+        (the caller ends it), once there is one; ServiceUnavailable (with the reason) when the
+        revision does not run here, is stopped for good, or has none ready in time."""
+        revision = self._revision(name)
+        if revision is None:
+            raise ServiceUnavailable(f"revision {name} does not run locally")
+        replica = revision.pick()
         if replica is None:
-            raise ServiceUnavailable(f"revision {revision} does not run locally")
-        if replica.ready:
-            return  # the common case costs one attribute read
-        seconds = self.deadline(revision)
+            replica = await self._hold(name, revision)
+        replica.begin()
+        return replica
+
+    async def _hold(self, name: str, revision: Revision) -> Replica:
+        seconds = self.deadline(name)
         until = time.monotonic() + seconds
-        self.held[revision] += 1
+        revision.held += 1
         try:
-            while not replica.ready:
-                if replica.stopped:
-                    raise ServiceUnavailable(f"revision {revision} is {replica.reason}")
+            while (replica := revision.pick()) is None:
+                if revision.stopped:
+                    raise ServiceUnavailable(f"revision {name} is {revision.reason}")
                 left = until - time.monotonic()
                 if left <= 0:
                     raise ServiceUnavailable(
-                        f"revision {revision} has no ready replica after {seconds:g}s "
-                        f"(its progress deadline): {replica.reason}"
+                        f"revision {name} has no ready replica after {seconds:g}s "
+                        f"(its progress deadline): {revision.reason}"
                     )
-                woken = self._woken.setdefault(revision, asyncio.Event())
+                revision.wake()  # scale from zero now, not at the next tick
+                woken = self._woken.setdefault(name, asyncio.Event())
                 self._start_poller()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(woken.wait(), left)
+                    await asyncio.wait_for(woken.wait(), min(left, 1.0))
+            return replica
         finally:
-            self.held[revision] -= 1
-            if not self.held[revision]:
-                del self.held[revision]
+            revision.held -= 1
 
     def _start_poller(self) -> None:
         if self._poller is None or self._poller.done():
@@ -104,13 +139,11 @@ class Activator:
         nothing is held."""
         while self._woken:
             await asyncio.sleep(self._poll)
-            for revision, woken in list(self._woken.items()):
-                replica = self._replica(revision)
-                if replica is None or replica.ready or replica.stopped:
-                    woken.set()
-                    del self._woken[revision]
-            for revision in [r for r in self._woken if r not in self.held]:
-                del self._woken[revision]  # its waiters gave up (their deadline, a disconnect)
+            for name, woken in list(self._woken.items()):
+                revision = self._revision(name)
+                if revision is None or revision.ready or revision.stopped or not revision.held:
+                    woken.set()  # ready, gone, or nobody waits any more
+                    del self._woken[name]
 
     def close(self) -> None:
         if self._poller is not None:

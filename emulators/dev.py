@@ -20,7 +20,8 @@ ready, or while the launcher restarts a crashed one, is held by the activator (u
 ``--progress-deadline``), as Knative's activator holds it, not refused.
 
     python -m emulators.dev [--port 8080] [--seed N] [--grace 10] [--max-event-bytes N]
-                            [--progress-deadline 120s]
+                            [--progress-deadline 120s] [--stable-window 60s]
+                            [--scale-to-zero-grace-period 30s] [--max-scale-limit N]
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ import uvloop
 from aiohttp import web
 
 from emulators.activator import DEFAULT_PROGRESS_DEADLINE, Activator
+from emulators.autoscaler import AutoscalerConfig
 from emulators.broker import Broker, Topology, local_resolver, sink_bindings
 from emulators.durations import go_seconds
 from emulators.gateway import Gateway
@@ -130,14 +132,13 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    upstreams = {r.spec.revision: r.url for r in launcher.revisions.values()}
     broker = Broker(
         lambda: Topology.build(platform.resources(), platform.resolve),
         grace=grace,
         max_event_bytes=max_event_bytes,
     )
     gateway = Gateway(
-        lambda: RouteTable.build(platform.resources(), upstreams, platform.rng),
+        lambda: RouteTable.build(platform.resources(), {}, platform.rng),
         platform.gateway_url,
         next((f"{platform.broker_url}/{key}" for key in broker.topology.brokers), None),
         local_url=platform.local_gateway_url,
@@ -265,6 +266,28 @@ def main(argv: list[str] | None = None) -> int:
         metavar="DURATION",
         help="how long a request waits for a Service's first ready replica (120s, 2m)",
     )
+    parser.add_argument(
+        "--stable-window",
+        type=duration,
+        default=AutoscalerConfig.stable_window,
+        metavar="DURATION",
+        help="the autoscaler's window: concurrency averaged over it; idle for it, a min-scale 0 "
+        "Service goes to zero after the grace period (config-autoscaler stable-window, 60s)",
+    )
+    parser.add_argument(
+        "--scale-to-zero-grace-period",
+        type=duration,
+        default=AutoscalerConfig.scale_to_zero_grace_period,
+        metavar="DURATION",
+        help="after the stable window, before an idle Service stops (30s)",
+    )
+    parser.add_argument(
+        "--max-scale-limit",
+        type=int,
+        default=0,
+        metavar="N",
+        help="cap every Service's max-scale (config-autoscaler max-scale-limit; 0: none)",
+    )
     args = parser.parse_args(argv)
     if taken := port_taken(args.host, args.port):
         sys.stderr.write(taken + "\n")
@@ -281,7 +304,12 @@ def main(argv: list[str] | None = None) -> int:
     # What a cluster reads from the Secret prediction-log-token: the caller's API_TOKEN, or
     # one made for this run. Every Service gets it; those with tokened routes read it.
     env["API_TOKEN"] = env.get("API_TOKEN") or secrets.token_urlsafe(32)
-    launcher = Launcher(args.knative, env, sinks=sinks)
+    scaling = AutoscalerConfig(
+        stable_window=args.stable_window,
+        scale_to_zero_grace_period=args.scale_to_zero_grace_period,
+        max_scale_limit=args.max_scale_limit,
+    )
+    launcher = Launcher(args.knative, env, sinks=sinks, autoscaler=scaling)
     uvloop.run(
         serve(
             platform,

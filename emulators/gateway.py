@@ -39,8 +39,8 @@ from aiohttp import web
 
 from emulators.activator import Activator
 from emulators.problems import problem, problems, request_id
-from emulators.routing import Decision, KService, NoRoute, RouteTable
-from emulators.upstream import Upstreams
+from emulators.routing import Decision, KService, NoRoute, RouteTable, Target
+from emulators.upstream import Answer, Upstreams
 from functions.core.errors import (
     FunctionError,
     GatewayTimeout,
@@ -156,9 +156,6 @@ class Gateway:
     async def _send(
         self, request: web.Request, decision: Decision, rid: str, public: bool
     ) -> web.StreamResponse:
-        target = decision.target
-        if target.upstream is None:
-            raise ServiceUnavailable(f"revision {target.revision} does not run locally")
         if decision.delay:
             await asyncio.sleep(decision.delay)
         if decision.abort is not None:
@@ -174,38 +171,48 @@ class Gateway:
         path = decision.path + (f"?{query}" if query else "")
         # What the activator holds counts against containerConcurrency and its queue.
         async with self._breaker(decision.service).slot():
-            refused_since: float | None = None
-            while True:
-                if self.activator is not None:
-                    await self.activator.ready(target.revision)
-                try:
-                    # timeoutSeconds counts from here, when a replica takes the request
-                    async with asyncio.timeout(decision.timeout):
-                        upstream = await self._upstreams.request(
-                            target.upstream, request.method, path, headers, body
-                        )
-                    break
-                except TimeoutError as e:
-                    raise GatewayTimeout(
-                        f"{decision.service.name} ({target.revision}) took longer than {decision.timeout:g}s"
-                    ) from e
-                except ConnectionRefusedError as e:
-                    # It went away since its last probe; nothing was sent, so with an
-                    # activator the request waits for the restart, within the deadline.
-                    refused_since = refused_since or time.monotonic()
-                    if self.activator is None or time.monotonic() - refused_since > (
-                        self.activator.deadline(target.revision)
-                    ):
-                        raise ServiceUnavailable(
-                            f"{decision.service.name} ({target.revision}): {e}"
-                        ) from e
-                    await asyncio.sleep(REFUSED_PAUSE)
-                except OSError as e:  # reset or closed mid-answer: the revision is not serving
-                    raise ServiceUnavailable(
-                        f"{decision.service.name} ({target.revision}): {e}"
-                    ) from e
+            upstream = await self._exchange(decision, request.method, path, headers, body)
         out = [(k, v) for k, v in upstream.headers if k.lower() not in HOP_BY_HOP]  # repeats kept
         return web.Response(status=upstream.status, body=bytes(upstream.body), headers=out)
+
+    async def _exchange(
+        self,
+        decision: Decision,
+        method: str,
+        path: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+    ) -> Answer:
+        """The request on one replica of the decided revision: through the activator (held
+        until a replica is ready), else on the revision's one fixed upstream."""
+        target, name = decision.target, decision.service.name
+        refused_since: float | None = None
+        while True:
+            replica = await self.activator.acquire(target.revision) if self.activator else None
+            url = replica.url if replica else target.upstream
+            if url is None:
+                raise ServiceUnavailable(f"revision {target.revision} does not run locally")
+            try:
+                # timeoutSeconds counts from here, when a replica takes the request
+                async with asyncio.timeout(decision.timeout):
+                    return await self._upstreams.request(url, method, path, headers, body)
+            except TimeoutError as e:
+                raise GatewayTimeout(
+                    f"{name} ({target.revision}) took longer than {decision.timeout:g}s"
+                ) from e
+            except ConnectionRefusedError as e:
+                # It went away since its last probe; nothing was sent, so with an activator
+                # the request waits for the restart, within the progress deadline.
+                refused_since = refused_since or time.monotonic()
+                waited = time.monotonic() - refused_since
+                if self.activator is None or waited > self.activator.deadline(target.revision):
+                    raise ServiceUnavailable(f"{name} ({target.revision}): {e}") from e
+                await asyncio.sleep(REFUSED_PAUSE)
+            except OSError as e:  # reset or closed mid-answer: the revision is not serving
+                raise ServiceUnavailable(f"{name} ({target.revision}): {e}") from e
+            finally:
+                if replica is not None:
+                    replica.end()
 
     def _breaker(self, service: KService) -> Breaker:
         key = f"{service.name}/{service.container_concurrency}"
@@ -214,6 +221,21 @@ class Gateway:
         return self._breakers[key]
 
     # -- routes and reloading -----------------------------------------------------------
+
+    def _replicas(self, target: Target) -> dict[str, Any]:
+        """What ``/_routes`` says of a traffic target's replicas."""
+        revision = self.activator.revision(target.revision) if self.activator else None
+        if revision is None:
+            return {"upstream": target.upstream}
+        picked = revision.pick()
+        return {
+            "upstream": picked.url if picked else None,
+            "replicas": revision.replicas,
+            "desired": revision.desired,
+            "in_flight": revision.in_flight,
+            "held": revision.held,
+            "cold_start_seconds": revision.cold_start,
+        }
 
     async def _routes(self, request: web.Request) -> web.Response:
         return web.json_response(self.describe(), dumps=lambda o: orjson.dumps(o).decode())
@@ -234,8 +256,7 @@ class Gateway:
                         "revision": t.revision,
                         "tag": t.tag,
                         "percent": t.percent,
-                        "upstream": t.upstream,
-                        "held": self.activator.held[t.revision] if self.activator else 0,
+                        **self._replicas(t),
                     }
                     for t in svc.targets
                 ]

@@ -26,8 +26,9 @@ from typing import IO
 
 import httpx
 
+from emulators.autoscaler import TICK, AutoscalerConfig, Kpa, Scaling
 from emulators.manifests import REPO_ROOT, ServiceSpec, knative_services, load_kustomization
-from emulators.processes import free_ports
+from emulators.processes import free_port
 
 _print_lock = threading.Lock()
 
@@ -37,8 +38,9 @@ def emit(line: str, stream: IO[str] | None = None) -> None:
         print(line, file=stream or sys.stdout, flush=True)
 
 
-class Revision:
-    """A supervised server process for one Knative Service revision."""
+class Replica:
+    """A supervised server process of one Knative Service revision (a pod): restarted when it
+    dies, counting the requests in flight at it as queue-proxy does, for the autoscaler."""
 
     def __init__(
         self,
@@ -64,7 +66,33 @@ class Revision:
         self._starting = threading.Lock()  # stop() sees the process started, or none starts
         self._ready = threading.Event()
         self.reason = "not started"  # why it is not ready, for the activator's 503
+        self.retiring = False  # scaled in: takes no new request, drains, then stops
+        self.ready_after: float | None = None  # seconds from its start to its first ready
+        self.in_flight = 0
+        self._area, self._since = 0.0, time.monotonic()  # in-flight x seconds since a sample
+        self._counting = threading.Lock()
         self._thread = threading.Thread(target=self._supervise, name=spec.name, daemon=True)
+
+    def begin(self) -> None:
+        """A request reached this replica (the gateway calls it and ``end``)."""
+        with self._counting:
+            now = time.monotonic()
+            self._area += self.in_flight * (now - self._since)
+            self._since, self.in_flight = now, self.in_flight + 1
+
+    def end(self) -> None:
+        with self._counting:
+            now = time.monotonic()
+            self._area += self.in_flight * (now - self._since)
+            self._since, self.in_flight = now, self.in_flight - 1
+
+    def busy(self) -> float:
+        """In-flight request-seconds since the last call: the autoscaler's sample."""
+        with self._counting:
+            now = time.monotonic()
+            area, self._area = self._area + self.in_flight * (now - self._since), 0.0
+            self._since = now
+            return area
 
     @property
     def pid(self) -> int | None:
@@ -79,10 +107,6 @@ class Revision:
     @property
     def ready(self) -> bool:
         return self._ready.is_set()
-
-    @property
-    def annotations(self) -> Mapping[str, str]:
-        return self.spec.annotations
 
     @property
     def stopped(self) -> bool:
@@ -156,13 +180,187 @@ class Revision:
                 try:
                     if client.get(url).status_code == 200:
                         self.reason = "ready"
-                        self._ready.set()
                         took = time.monotonic() - started
+                        if self.ready_after is None:
+                            self.ready_after = took
+                        self._ready.set()
                         emit(f"{self.spec.name:>16} * ready at {self.url} in {took:.1f}s")
                         return
                 except httpx.TransportError:
                     pass
                 time.sleep(0.1)
+
+
+class Revision:
+    """One Knative Service revision: its replicas, as many as its autoscaler wants (``scale``),
+    each a ``Replica`` on a port of its own. What the activator and the gateway read of it:
+    ``ready`` (a replica takes requests), ``pick`` (the least loaded one), ``held``."""
+
+    def __init__(
+        self,
+        spec: ServiceSpec,
+        env: Mapping[str, str],
+        host: str = "127.0.0.1",
+        backoff: tuple[float, float] = (1.0, 30.0),
+        scaling: Scaling | None = None,
+        first_port: int | None = None,
+    ) -> None:
+        """``scaling`` None: one replica, always (the launcher's own command)."""
+        self.spec, self.host = spec, host
+        self.scaling = scaling
+        self.kpa = Kpa(scaling, time.monotonic()) if scaling else None
+        self.held = 0  # requests the activator holds for it now
+        self.woken = threading.Event()  # set by the activator: decide now (scale from zero)
+        self._cold: Replica | None = None  # the last replica started from zero
+        self._sampled = time.monotonic()
+        self._env, self._backoff, self._first_port = env, backoff, first_port
+        self._replicas: list[Replica] = []
+        self._lock = threading.Lock()
+        self._stopped = False
+        self._restarts_of_gone = 0
+
+    # -- what the activator and the gateway read ---------------------------------------------
+
+    @property
+    def annotations(self) -> Mapping[str, str]:
+        return self.spec.annotations
+
+    @property
+    def serving(self) -> list[Replica]:
+        return [r for r in self._replicas if r.ready and not r.retiring]
+
+    @property
+    def ready(self) -> bool:
+        return any(r.ready and not r.retiring for r in self._replicas)
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
+
+    @property
+    def reason(self) -> str:
+        if self._stopped:
+            return "stopped"
+        live = [r for r in self._replicas if not r.retiring]
+        return live[0].reason if live else "scaled to zero"
+
+    def pick(self) -> Replica | None:
+        """The ready replica with the fewest requests in flight (None: none is ready)."""
+        serving = self.serving
+        return min(serving, key=lambda r: r.in_flight) if serving else None
+
+    def wake(self) -> None:
+        self.woken.set()
+
+    # -- the legacy single-process view (the launcher's command, tests that kill one) ---------
+
+    @property
+    def first(self) -> Replica | None:
+        live = [r for r in self._replicas if not r.retiring]
+        return live[0] if live else None
+
+    @property
+    def pid(self) -> int | None:
+        return self.first.pid if self.first else None
+
+    @property
+    def url(self) -> str | None:
+        return self.first.url if self.first else None
+
+    @property
+    def restarts(self) -> int:
+        return self._restarts_of_gone + sum(r.restarts for r in self._replicas)
+
+    @property
+    def replicas(self) -> int:
+        """Ready replicas (not retiring)."""
+        return len(self.serving)
+
+    @property
+    def in_flight(self) -> int:
+        return sum(r.in_flight for r in self._replicas)
+
+    @property
+    def cold_start(self) -> float | None:
+        """Seconds from the last start from zero replicas to its first ready replica."""
+        return self._cold.ready_after if self._cold else None
+
+    @property
+    def desired(self) -> int:
+        return len([r for r in self._replicas if not r.retiring])
+
+    def wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.ready:
+            if self._stopped or time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+    # -- scaling ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        initial = self.scaling.initial_scale if self.scaling else 1
+        self.scale(initial, "initial-scale")
+
+    def scale(self, count: int, why: str) -> None:
+        """Start replicas up to ``count``, or drain and stop the extra ones (newest first)."""
+        with self._lock:
+            if self._stopped:
+                return
+            live = [r for r in self._replicas if not r.retiring]
+            if count == len(live):
+                return
+            if live or count:  # the first start is not worth a line
+                emit(f"{self.spec.name:>16} ~ {len(live)} -> {count} replicas: {why}")
+            for i in range(count - len(live)):
+                port = self._first_port if self._first_port and not self._replicas else None
+                replica = Replica(
+                    self.spec, port or free_port(self.host), self._env, self.host, self._backoff
+                )
+                self._replicas.append(replica)
+                if not live and i == 0:
+                    self._cold = replica
+                replica.start()
+            for replica in live[count:][::-1]:
+                replica.retiring = True
+                threading.Thread(target=self._retire, args=(replica,), daemon=True).start()
+
+    def _retire(self, replica: Replica) -> None:
+        """Let what it holds finish (up to ``timeoutSeconds``), then SIGTERM it, as Knative
+        takes a pod out of the endpoints before stopping it."""
+        deadline = time.monotonic() + self.spec.timeout_seconds
+        while replica.in_flight and time.monotonic() < deadline:
+            time.sleep(0.05)
+        replica.stop()
+        with self._lock:
+            if replica in self._replicas:
+                self._replicas.remove(replica)
+                self._restarts_of_gone += replica.restarts
+
+    def tick(self, now: float, sample: bool = True) -> None:
+        """One autoscaler decision; ``sample``: first take the concurrency seen since the last
+        sample (a tick); else (the activator's poke) decide on what was seen."""
+        if self.kpa is None or self._stopped:
+            return
+        if sample:
+            elapsed, self._sampled = max(now - self._sampled, 1e-3), now
+            busy = sum(r.busy() for r in list(self._replicas))
+            self.kpa.observe(now, busy / elapsed + self.held)
+        woken = self.woken.is_set()
+        self.woken.clear()
+        wanted = self.kpa.desired(now, self.replicas, wanted_now=woken and self.held > 0)
+        self.scale(wanted, self.kpa.reason)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        with self._lock:
+            self._stopped = True
+            replicas = list(self._replicas)
+        threads = [threading.Thread(target=r.stop, args=(timeout,)) for r in replicas]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
 
 
 class Launcher:
@@ -176,30 +374,51 @@ class Launcher:
         host: str = "127.0.0.1",
         backoff: tuple[float, float] = (1.0, 30.0),
         sinks: Mapping[str, str] | None = None,
+        autoscaler: AutoscalerConfig | None = None,
     ) -> None:
-        """``sinks`` maps Service names to the ``K_SINK`` their SinkBindings give them."""
+        """``sinks`` maps Service names to the ``K_SINK`` their SinkBindings give them;
+        ``autoscaler`` None: one replica per revision, never scaled (nothing holds requests
+        for a revision at zero without the gateway's activator)."""
         sinks = sinks or {}
         specs = knative_services(load_kustomization(knative_dir))
-        ports = [first_port + i for i in range(len(specs))] if first_port else None
-        ports = ports or free_ports(len(specs), host)
         self.revisions = {
             spec.name: Revision(
                 spec,
-                ports[i],
                 {**env, **({"K_SINK": sinks[spec.name]} if spec.name in sinks else {})},
                 host,
                 backoff,
+                Scaling.of(spec.annotations, spec.container_concurrency, autoscaler)
+                if autoscaler
+                else None,
+                first_port + i if first_port else None,
             )
             for i, spec in enumerate(specs)
         }
         self._by_revision = {r.spec.revision: r for r in self.revisions.values()}
+        self._scaling = autoscaler is not None
+        self._stopping = threading.Event()
+        self._autoscaler = threading.Thread(target=self._autoscale, name="autoscaler", daemon=True)
 
     def start(self) -> None:
         for revision in self.revisions.values():
             revision.start()
+        if self._scaling:
+            self._autoscaler.start()
+
+    def _autoscale(self) -> None:
+        """Every revision's decision each ``TICK``, and at once for one the activator woke."""
+        next_tick = time.monotonic() + TICK
+        while not self._stopping.wait(0.02):
+            now = time.monotonic()
+            due = now >= next_tick
+            for revision in list(self.revisions.values()):
+                if due or revision.woken.is_set():
+                    revision.tick(now, sample=due)
+            if due:
+                next_tick = now + TICK
 
     def status(self, revision: str) -> Revision | None:
-        """The process of a revision (``<service>-00001``), None where none runs here."""
+        """A revision by its name (``<service>-00001``), None where none runs here."""
         return self._by_revision.get(revision)
 
     def wait_ready(
@@ -220,6 +439,7 @@ class Launcher:
                 return missing
 
     def stop(self) -> None:
+        self._stopping.set()
         threads = [threading.Thread(target=r.stop) for r in self.revisions.values()]
         for thread in threads:
             thread.start()
@@ -242,7 +462,8 @@ def main(argv: list[str] | None = None) -> int:
     emit("")
     for name, revision in launcher.revisions.items():
         state = "NOT READY" if name in missing else "ready"
-        emit(f"  {name:<18} {revision.url:<26} {state}   e.g. curl {revision.url}/health")
+        url = revision.url or ""
+        emit(f"  {name:<18} {url:<26} {state}   e.g. curl {url}/health")
     emit("\nCtrl-C stops everything.")
     stop.wait()
     emit("stopping...")

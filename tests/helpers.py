@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -28,6 +28,9 @@ from flask.testing import FlaskClient
 from emulators.processes import free_port, spawn, stop_group
 from functions.core import serve
 from functions.core.settings import REPO_ROOT
+
+if TYPE_CHECKING:
+    from emulators.autoscaler import AutoscalerConfig
 
 MODEL_DIR = REPO_ROOT / "build" / "models"
 SAMPLES = MODEL_DIR / "samples"
@@ -229,11 +232,14 @@ class LocalPlatform:
         time_scale: float = 0.2,
         progress_deadline: float = 120.0,
         require_ready: Sequence[str] | None = None,
+        autoscaler: AutoscalerConfig | None = None,
     ) -> None:
         """``time_scale`` shrinks the broker's backoffs (not its delivery timeouts);
         ``progress_deadline`` bounds how long the gateway holds a request for a revision that
-        is not ready; ``require_ready`` names the Services it waits for (None: all)."""
+        is not ready; ``require_ready`` names the Services it waits for (None: all);
+        ``autoscaler`` is config-autoscaler's (None: Knative's defaults)."""
         from emulators.activator import Activator
+        from emulators.autoscaler import AutoscalerConfig
         from emulators.broker import Broker, Topology, local_resolver, sink_bindings
         from emulators.gateway import Gateway
         from emulators.launcher import Launcher
@@ -254,11 +260,11 @@ class LocalPlatform:
             {**os.environ, "CLUSTER_LOCAL_GATEWAY": self.url, **env},
             backoff=(0.2, 2.0),
             sinks=sink_bindings(resources(), resolve),
+            autoscaler=autoscaler or AutoscalerConfig(),
         )
         self.launcher.start()
-        upstreams = {r.spec.revision: r.url for r in self.launcher.revisions.values()}
         gateway = Gateway(
-            lambda: RouteTable.build(resources(), upstreams),
+            lambda: RouteTable.build(resources(), {}),
             self.url,
             activator=Activator(self.launcher.status, progress_deadline),
         )
