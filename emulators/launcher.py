@@ -311,7 +311,7 @@ class Revision:
             live = [r for r in self._replicas if not r.retiring]
             if count == len(live):
                 return
-            if live or count:  # the first start is not worth a line
+            if why != "initial-scale":  # the first start is not worth a line
                 emit(f"{self.spec.name:>16} ~ {len(live)} -> {count} replicas: {why}")
             for i in range(count - len(live)):
                 port = self._first_port if self._first_port and not self._replicas else None
