@@ -61,6 +61,9 @@ class Revision(Protocol):
     def desired(self) -> int: ...
 
     @property
+    def replica_urls(self) -> list[str]: ...
+
+    @property
     def in_flight(self) -> int: ...
 
     @property

@@ -230,6 +230,7 @@ class Gateway:
         picked = revision.pick()
         return {
             "upstream": picked.url if picked else None,
+            "replica_urls": revision.replica_urls,  # ready or starting, as Endpoints lists
             "replicas": revision.replicas,
             "desired": revision.desired,
             "in_flight": revision.in_flight,

@@ -66,6 +66,7 @@ class Replica:
         self._starting = threading.Lock()  # stop() sees the process started, or none starts
         self._ready = threading.Event()
         self.reason = "not started"  # why it is not ready, for the activator's 503
+        self._exited = ""
         self.retiring = False  # scaled in: takes no new request, drains, then stops
         self.ready_after: float | None = None  # seconds from its start to its first ready
         self.in_flight = 0
@@ -136,7 +137,11 @@ class Replica:
             with self._starting:
                 if self._stopping.is_set():
                     return
-                self.reason = "starting"
+                self.reason = (
+                    f"starting again (restart #{self.restarts}; it {self._exited})"
+                    if self.restarts
+                    else "starting"
+                )
                 self._process = process = subprocess.Popen(
                     [sys.executable, "-m", "functions.core.serve"],
                     env=self._env,
@@ -162,7 +167,8 @@ class Replica:
             self.restarts += 1
             if time.monotonic() - started > 60:
                 delay = self._backoff[0]  # it ran a while: a fresh crash, not a crash loop
-            self.reason = f"exited with {code}; restart #{self.restarts} in {delay:.1f}s"
+            self._exited = f"exited with {code}"
+            self.reason = f"{self._exited}; restart #{self.restarts} in {delay:.1f}s"
             emit(f"{self.spec.name:>16} ! {self.reason}")
             if self._stopping.wait(delay):
                 return
@@ -275,6 +281,10 @@ class Revision:
     def replicas(self) -> int:
         """Ready replicas (not retiring)."""
         return len(self.serving)
+
+    @property
+    def replica_urls(self) -> list[str]:
+        return [r.url for r in self._replicas if not r.retiring]
 
     @property
     def in_flight(self) -> int:
