@@ -8,6 +8,8 @@ BUILD_VENV := .venv-build
 PY := $(VENV)/bin/python
 MODEL_DIR ?= build/models
 PORT ?= 8080
+# More flags for `make dev` (python -m emulators.dev --help), e.g. DEV_ARGS="--header-timeout 5".
+DEV_ARGS ?=
 
 .PHONY: help install models test test-image image lint fmt dev bench clean
 
@@ -57,8 +59,8 @@ fmt: $(VENV)/.installed ## format and autofix
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-dev: models ## run every Knative Service locally behind the gateway on localhost:$(PORT)
-	$(PY) -m emulators.dev --port $(PORT)
+dev: models ## run every Knative Service locally behind the gateway on localhost:$(PORT) (DEV_ARGS: more flags)
+	$(PY) -m emulators.dev --port $(PORT) $(DEV_ARGS)
 
 image: models ## build the one image (knative/Dockerfile) with podman or docker, whichever answers
 	@$(PY) -m emulators.container build

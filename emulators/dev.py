@@ -22,6 +22,10 @@ ready, or while the launcher restarts a crashed one, is held by the activator (u
     python -m emulators.dev [--port 8080] [--seed N] [--grace 10] [--max-event-bytes N]
                             [--progress-deadline 120s] [--stable-window 60s]
                             [--scale-to-zero-grace-period 30s] [--max-scale-limit N]
+                            [--header-timeout 10] [--body-timeout 30]
+
+Both gateway listeners cut off a slow client (``emulators.deadlines``): a request head must
+arrive within ``--header-timeout`` seconds (at most 60), its body within ``--body-timeout``.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import errno
 import logging
 import os
 import random
+import re
 import secrets
 import signal
 import socket
@@ -46,6 +51,7 @@ from aiohttp import web
 from emulators.activator import DEFAULT_PROGRESS_DEADLINE, Activator
 from emulators.autoscaler import AutoscalerConfig
 from emulators.broker import Broker, Topology, local_resolver, sink_bindings
+from emulators.deadlines import MAX_HEADER_TIMEOUT, ReadTimeouts
 from emulators.durations import go_seconds
 from emulators.gateway import Gateway
 from emulators.launcher import Launcher, emit
@@ -127,6 +133,7 @@ async def serve(
     token: str,
     max_event_bytes: int,
     progress_deadline: float,
+    timeouts: ReadTimeouts,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -144,6 +151,7 @@ async def serve(
         local_url=platform.local_gateway_url,
         # requests that come before a Service is ready (its start, a restart) are held
         activator=Activator(launcher.status, progress_deadline),
+        timeouts=timeouts,
     )
     in_flight = InFlight()
     # Two listeners, as a cluster's two ingresses: the public one refuses cluster-local
@@ -154,10 +162,11 @@ async def serve(
     local_app.cleanup_ctx.append(
         watch([platform.knative, platform.eventing], [gateway.reload, broker.reload])
     )
-    public_runner, local_runner, broker_runner = (
-        web.AppRunner(app, access_log=None, shutdown_timeout=grace)
-        for app in (public_app, local_app, broker_app)
+    public_runner, local_runner = (
+        gateway.runner(app, access_log=None, shutdown_timeout=grace)
+        for app in (public_app, local_app)
     )
+    broker_runner = web.AppRunner(broker_app, access_log=None, shutdown_timeout=grace)
     for runner in (public_runner, local_runner, broker_runner):
         await runner.setup()
     public = web.TCPSite(public_runner, host, port)
@@ -235,14 +244,6 @@ def port_taken(host: str, port: int) -> str | None:
     return None
 
 
-def duration(text: str) -> float:
-    """A flag's duration as Knative writes them (``10s``, ``1m``), or plain seconds."""
-    try:
-        return float(text) if text.replace(".", "", 1).isdigit() else go_seconds(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from e
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the local platform")
     parser.add_argument("--knative", type=Path, default=REPO_ROOT / "knative")
@@ -261,14 +262,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--progress-deadline",
-        type=duration,
+        type=_seconds(),
         default=DEFAULT_PROGRESS_DEADLINE,
         metavar="DURATION",
         help="how long a request waits for a Service's first ready replica (120s, 2m)",
     )
     parser.add_argument(
         "--stable-window",
-        type=duration,
+        type=_seconds(),
         default=AutoscalerConfig.stable_window,
         metavar="DURATION",
         help="the autoscaler's window: concurrency averaged over it; idle for it, a min-scale 0 "
@@ -276,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--scale-to-zero-grace-period",
-        type=duration,
+        type=_seconds(zero=True),
         default=AutoscalerConfig.scale_to_zero_grace_period,
         metavar="DURATION",
         help="after the stable window, before an idle Service stops (30s)",
@@ -288,7 +289,20 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="cap every Service's max-scale (config-autoscaler max-scale-limit; 0: none)",
     )
+    parser.add_argument(
+        "--header-timeout",
+        type=_seconds(MAX_HEADER_TIMEOUT),
+        default=ReadTimeouts.headers,
+        help=f"seconds a client has to send a request head (at most {MAX_HEADER_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--body-timeout",
+        type=_seconds(),
+        default=ReadTimeouts.body,
+        help="seconds a client has to send a request body, once its head came",
+    )
     args = parser.parse_args(argv)
+    timeouts = ReadTimeouts(headers=args.header_timeout, body=args.body_timeout)
     if taken := port_taken(args.host, args.port):
         sys.stderr.write(taken + "\n")
         return 2
@@ -320,9 +334,34 @@ def main(argv: list[str] | None = None) -> int:
             env["API_TOKEN"],
             args.max_event_bytes,
             args.progress_deadline,
+            timeouts,
         )
     )
     return 0
+
+
+def _seconds(most: float | None = None, zero: bool = False) -> Callable[[str], float]:
+    """An argparse type: seconds (``30``) or a duration as Knative writes them (``10s``,
+    ``1m``); over 0 (or 0 too, with ``zero``), at most ``most`` where given."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text) if _PLAIN.fullmatch(text) else go_seconds(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"not seconds or a duration (10s, 1m): {text!r}"
+            ) from None
+        if not (value >= 0 if zero else value > 0) or value > (most or float("inf")):
+            bound = f" and at most {most:g}" if most else ""
+            raise argparse.ArgumentTypeError(
+                f"{text}: must be {'0 or ' if zero else ''}over 0{bound}"
+            )
+        return value
+
+    return parse
+
+
+_PLAIN = re.compile(r"\d+(\.\d*)?|\.\d+")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ traffic split, tags, VirtualService rules, fault delay/abort and timeouts. Enfor
 ten times it, then 503) and ``timeoutSeconds`` (504). Passes ``X-Request-Id`` (making one
 when none came, as Envoy does) and ``traceparent`` through, re-reads the manifests when they
 change (``reload``, driven by ``manifests.watch``) without dropping requests, and lists its
-routes at ``GET /_routes``. The path is routed and forwarded as it arrived, percent-encoding
+routes at ``GET /_routes``. Every listener is served through ``Gateway.runner``, which cuts
+off a client that sends its request head or body too slowly (``emulators.deadlines``: 408).
+The path is routed and forwarded as it arrived, percent-encoding
 untouched, as Envoy does.
 
 One gateway serves two listeners, as a cluster has two ingresses: ``app(public=True)`` is
@@ -38,6 +40,7 @@ import orjson
 from aiohttp import web
 
 from emulators.activator import Activator
+from emulators.deadlines import DeadlineRunner, ReadTimeouts
 from emulators.problems import problem, problems, request_id
 from emulators.routing import Decision, KService, NoRoute, RouteTable, Target
 from emulators.upstream import Answer, Upstreams
@@ -45,6 +48,7 @@ from functions.core.errors import (
     FunctionError,
     GatewayTimeout,
     NotFound,
+    RequestTimeout,
     ServiceUnavailable,
     error_for_status,
 )
@@ -100,13 +104,15 @@ class Gateway:
         max_body_bytes: int = 256 * 1024 * 1024,  # the functions set their own limits
         local_url: str | None = None,
         activator: Activator | None = None,
+        timeouts: ReadTimeouts | None = None,
     ) -> None:
         """``public_url`` and ``local_url`` are where the two listeners are reached (the
         same where one listener serves both, as in the tests' in-process platform).
         ``activator`` holds requests for a revision until it is ready (None: they go at
-        once, and one that is not listening is a 503)."""
+        once, and one that is not listening is a 503); ``timeouts`` bound how long a client
+        may take to send a request (``runner``)."""
         self._build_table = build_table
-        self.max_body_bytes = max_body_bytes
+        self.max_body_bytes, self.timeouts = max_body_bytes, timeouts or ReadTimeouts()
         self.table = build_table()
         self.public_url, self.broker_url = public_url.rstrip("/"), broker_url
         self.local_url = (local_url or public_url).rstrip("/")
@@ -130,6 +136,11 @@ class Gateway:
             app.cleanup_ctx.append(self._lifecycle)
         return app
 
+    def runner(self, app: web.Application, **kwargs: Any) -> web.AppRunner:
+        """How every listener of this gateway is served: ``app`` with the read deadlines
+        (``kwargs`` go to aiohttp's ``AppRunner``)."""
+        return DeadlineRunner(app, self.timeouts, **kwargs)
+
     async def _lifecycle(self, app: web.Application) -> Any:
         yield
         self._upstreams.close()
@@ -150,12 +161,17 @@ class Gateway:
             return await self._send(request, decision, rid, public)
         except NoRoute as e:
             return problem(NotFound(str(e)), rid)
+        except RequestTimeout as e:  # the rest of the body is not awaited on this connection
+            response = problem(e, rid)
+            response.force_close()
+            return response
         except FunctionError as e:
             return problem(e, rid)
 
     async def _send(
         self, request: web.Request, decision: Decision, rid: str, public: bool
     ) -> web.StreamResponse:
+        body = await self._read_body(request)
         if decision.delay:
             await asyncio.sleep(decision.delay)
         if decision.abort is not None:
@@ -166,7 +182,6 @@ class Gateway:
             replaced |= PLATFORM_HEADERS
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in replaced]
         headers += [("X-Request-Id", rid), *decision.set_headers]  # the route's values win
-        body = await request.read()
         query = request.rel_url.raw_query_string
         path = decision.path + (f"?{query}" if query else "")
         # What the activator holds counts against containerConcurrency and its queue.
@@ -213,6 +228,15 @@ class Gateway:
             finally:
                 if replica is not None:
                     replica.end()
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        try:
+            async with asyncio.timeout(self.timeouts.body):
+                return await request.read()
+        except TimeoutError as e:
+            raise RequestTimeout(
+                f"the request body did not arrive within {self.timeouts.body:g}s"
+            ) from e
 
     def _breaker(self, service: KService) -> Breaker:
         key = f"{service.name}/{service.container_concurrency}"

@@ -37,6 +37,7 @@ SAMPLES = MODEL_DIR / "samples"
 PREDICT_SOURCE = str(REPO_ROOT / "functions" / "predict" / "main.py")
 T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Served = web.Application | web.AppRunner
 
 
 @contextmanager
@@ -186,17 +187,19 @@ def catch_all(handler: Handler) -> web.Application:
 
 class AppThread:
     """aiohttp applications served on free loopback ports from one thread (one event loop) of
-    their own: ``url`` is the first's, ``urls`` every one's."""
+    their own: ``url`` is the first's, ``urls`` every one's. Each is an application, or the
+    runner that serves one its own way (``Gateway.runner``: the gateway's read deadlines)."""
 
-    def __init__(
-        self, app: web.Application, port: int | None = None, *more: web.Application
-    ) -> None:
+    def __init__(self, app: Served, port: int | None = None, *more: Served) -> None:
         self.port = port or free_port()
         ports = [self.port, *(free_port() for _ in more)]
         self.urls = [f"http://127.0.0.1:{p}" for p in ports]
         self.url = self.urls[0]
         self.loop = asyncio.new_event_loop()
-        self._runners = [web.AppRunner(a, access_log=None) for a in (app, *more)]
+        self._runners = [
+            a if isinstance(a, web.AppRunner) else web.AppRunner(a, access_log=None)
+            for a in (app, *more)
+        ]
         started = threading.Event()
 
         def run() -> None:
@@ -268,7 +271,7 @@ class LocalPlatform:
             self.url,
             activator=Activator(self.launcher.status, progress_deadline),
         )
-        self.gateway = AppThread(gateway.app(), port=gateway_port)
+        self.gateway = AppThread(gateway.runner(gateway.app(), access_log=None), gateway_port)
         missing = self.launcher.wait_ready(120, names=require_ready)
         if missing:
             self.stop()

@@ -56,6 +56,12 @@ class MethodNotAllowed(FunctionError):
     status, slug, title = 405, "method-not-allowed", "Method not allowed"
 
 
+class RequestTimeout(FunctionError, TimeoutError):
+    """The client did not send its request (head or body) in time."""
+
+    status, slug, title = 408, "request-timeout", "Request timeout"
+
+
 class PayloadTooLarge(FunctionError, ValueError):
     status, slug, title = 413, "payload-too-large", "Request body too large"
 
@@ -122,6 +128,7 @@ _ALL = (
     Unauthorized,
     NotFound,
     MethodNotAllowed,
+    RequestTimeout,
     PayloadTooLarge,
     UnsupportedMediaType,
     ServiceUnavailable,

@@ -8,6 +8,12 @@ the best tail for CPU-bound models, measured in ``make bench``). Each worker bui
 functions-framework app and warms its model *before* it accepts connections, so no request
 pays for loading. With several workers, Prometheus runs in multiprocess mode over a shared
 directory so ``/metrics`` counts every worker.
+
+A worker that dies after it warmed is respawned alone while its siblings keep serving; one
+that dies before (a model that does not load) ends the server at once, with a non-zero
+status, so the kubelet (or the launcher) restarts it with backoff and the log says why. A
+worker says it warmed by creating a file named by its pid in ``SERVE_READY_DIR``
+(``_WarmRespawn``).
 """
 
 from __future__ import annotations
@@ -27,11 +33,13 @@ from pathlib import Path
 from typing import Any
 
 import granian.log
-from granian import Granian
 from granian.constants import Interfaces
 from granian.log import LogLevels
+from granian.server import MPServer  # what granian.Granian is on a GIL build: worker processes
 
 from functions.core.settings import EventSettings, build_settings
+
+READY_DIR = "SERVE_READY_DIR"  # where each worker marks itself warm (set by main)
 
 
 def app_factory() -> Any:
@@ -51,6 +59,8 @@ def app_factory() -> Any:
     # once per 20k requests, stalled every request of the worker for ~30 ms.
     gc.collect()
     gc.freeze()
+    if ready := os.environ.get(READY_DIR):
+        (Path(ready) / str(os.getpid())).touch()  # from now on, a death of ours is respawned
     return direct(app, function)
 
 
@@ -144,6 +154,30 @@ _GRANIAN_LOG = {
 }
 
 
+class _WarmRespawn(MPServer):
+    """granian, respawning a failed worker only if it had warmed.
+
+    granian's serve loop reads ``respawn_failed_workers`` when a worker exited unexpectedly,
+    the dead ones' indices in ``interrupt_children`` and still in ``wrks``; answered here at
+    that moment, so no warm-up can race the decision. (granian's own guard still ends the
+    server when a respawned worker dies within 5.5 s.)"""
+
+    def __init__(self, *args: Any, ready_dir: Path, **kwargs: Any) -> None:
+        self._ready_dir = ready_dir
+        super().__init__(*args, **kwargs)
+
+    @property
+    def respawn_failed_workers(self) -> bool:
+        return all(
+            (self._ready_dir / str(self.wrks[idx].inner.pid)).exists()
+            for idx in self.interrupt_children
+        )
+
+    @respawn_failed_workers.setter
+    def respawn_failed_workers(self, value: bool) -> None:
+        pass  # granian's __init__ sets it; the answer is always the one above
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", default=os.environ.get("FUNCTION_TARGET"))
@@ -165,27 +199,34 @@ def main(argv: list[str] | None = None) -> None:
     settings = build_settings(EventSettings)
     _metrics_dir(args.workers + settings.publishes)
     sender = _outbox_sender(settings) if settings.publishes else None
-    Granian(
+    ready_dir = Path(tempfile.mkdtemp(prefix="serve-ready-"))
+    os.environ[READY_DIR] = str(ready_dir)
+    try:
+        _serve(args, ready_dir)
+    finally:
+        shutil.rmtree(ready_dir, ignore_errors=True)
+        if sender is not None:  # after the workers: drain what they spooled, then stop
+            assert sender.stdin is not None
+            sender.stdin.close()
+            sender.wait(30)
+
+
+def _serve(args: argparse.Namespace, ready_dir: Path) -> None:
+    _WarmRespawn(
         "functions.core.serve:app_factory",
+        ready_dir=ready_dir,
         address=args.host,
         port=args.port,
         interface=Interfaces.WSGI,
         workers=args.workers,
         blocking_threads=args.threads,
         factory=True,
-        # A worker that dies (a model that does not load) ends the server: the kubelet (or the
-        # launcher) restarts the container with backoff and the log says why.
-        respawn_failed_workers=False,
         log_access=False,
         log_level=LogLevels(args.server_log_level),
         log_dictconfig=_GRANIAN_LOG,
         websockets=False,  # WSGI has none; left on, granian says so at every start
         workers_kill_timeout=30,  # SIGTERM: let in-flight requests finish, then stop
     ).serve()
-    if sender is not None:  # after the workers: drain what they spooled, then stop
-        assert sender.stdin is not None
-        sender.stdin.close()
-        sender.wait(30)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ SERVICES = [s.name for s in knative_services(load_kustomization(REPO_ROOT / "kna
 # header that sends it.
 API_TOKEN = secrets.token_urlsafe(32)
 BEARER = {"Authorization": f"Bearer {API_TOKEN}"}
+HEADER_TIMEOUT = 5.0  # the session platform's gateway deadline for a request head
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +35,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "emulators.dev", f"--port={port}", "--seed=1"]
+    command.append(f"--header-timeout={HEADER_TIMEOUT:g}")  # test_attacks' slowloris waits it
     state = tmp_path_factory.mktemp("platform")  # stores and outboxes of this session only
     env = {
         "LOG_STORE_URL": f"sqlite:///{state / 'log.sqlite3'}",

@@ -2,20 +2,24 @@
 platform (`make dev`, real processes on loopback), each attack a bounded handful of requests.
 
 The reproductions of issue 16: before visibility, a forged dead letter or a forged
-``inference.requested`` posted through the public gateway changed another client's job.
+``inference.requested`` posted through the public gateway changed another client's job;
+before the gateway's read deadlines, slowloris connections stayed open until the fd limit.
 """
 
 from __future__ import annotations
 
 import base64
+import socket
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
 import pytest
 
 from functions.core import events
+from tests.e2e.conftest import HEADER_TIMEOUT
 
 pytestmark = pytest.mark.e2e
 JSON = {"Content-Type": "application/json"}
@@ -101,3 +105,26 @@ def test_a_variant_is_not_reached_around_its_route(platform: str) -> None:
     for variant in ("iris-rf", "iris-svc", "ab-router"):
         answer = httpx.post(f"{platform}/{variant}/predict", content=body, headers=JSON)
         assert answer.status_code == 404, variant
+
+
+def test_slowloris_connections_are_cut_off_on_both_listeners(platform: str) -> None:
+    local = urlsplit(routes(platform)["async-worker"]["url"])
+    public = urlsplit(platform)
+    conns = [
+        socket.create_connection((url.hostname or "", url.port or 80), timeout=5)
+        for url in (public, local)
+        for _ in range(20)
+    ]
+    try:
+        for conn in conns:
+            conn.sendall(b"GET /iris/health HTTP/1.1\r\nHost: x\r\nX-Slow: a")  # never ends
+        time.sleep(HEADER_TIMEOUT + 2)
+        for conn in conns:
+            conn.settimeout(1)
+            answer = conn.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 408"), answer[:60]
+            assert b"application/problem+json" in answer
+            assert conn.recv(65536) == b""  # and closed
+    finally:
+        for conn in conns:
+            conn.close()

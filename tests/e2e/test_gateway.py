@@ -35,7 +35,7 @@ class RunningGateway(AppThread):
         )
         app = self.gateway.app()
         app.cleanup_ctx.append(watch([folder], [self.gateway.reload], poll=0.1))
-        super().__init__(app)
+        super().__init__(self.gateway.runner(app, access_log=None))
         self.gateway.public_url = self.url
 
 
@@ -262,7 +262,11 @@ def two_listeners(tmp_path: Path, echo: str) -> Iterator[tuple[str, str]]:
     mesh_only = virtual("inside", [{"route": [to("open", 100)]}])
     write_manifests(tmp_path, [ksvc("open"), private("private"), on_ingress, mesh_only])
     gateway = Gateway(lambda: RouteTable.build(load_kustomization(tmp_path), upstreams), "x")
-    served = AppThread(gateway.app(), None, gateway.app(public=True))  # one loop, as in dev
+    served = AppThread(  # one loop, as in dev
+        gateway.runner(gateway.app(), access_log=None),
+        None,
+        gateway.runner(gateway.app(public=True), access_log=None),
+    )
     local, public = served.urls
     gateway.public_url, gateway.local_url = public, local
     yield public, local

@@ -40,7 +40,7 @@ def gateway() -> Iterator[int]:
     gateway = Gateway(
         lambda: RouteTable.build(resources, upstreams), "http://127.0.0.1", max_body_bytes=LIMIT
     )
-    thread = AppThread(gateway.app())
+    thread = AppThread(gateway.runner(gateway.app(), access_log=None))
     yield thread.port
     thread.stop()
     variant.stop()
