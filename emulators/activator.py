@@ -41,6 +41,7 @@ class Revision(Protocol):
     """What the activator reads of a revision (``launcher.Revision``)."""
 
     held: int
+    queued: int  # waiting at its breaker (containerConcurrency reached)
 
     @property
     def ready(self) -> bool: ...

@@ -4,7 +4,7 @@ Routes by Host header (``<svc>.<ns>.<domain>``, ``<tag>-<svc>...``, a VirtualSer
 or by a path prefix ``/<name>/...`` for curl convenience, following ``routing.RouteTable``:
 traffic split, tags, VirtualService rules, fault delay/abort and timeouts. Enforces
 ``containerConcurrency`` as Knative's queue-proxy does (in-flight up to the limit, a queue of
-ten times it, then 503) and ``timeoutSeconds`` (504). Passes ``X-Request-Id`` (making one
+ten times it, then 503; per ready replica) and ``timeoutSeconds`` (504). Passes ``X-Request-Id`` (making one
 when none came, as Envoy does) and ``traceparent`` through, re-reads the manifests when they
 change (``reload``, driven by ``manifests.watch``) without dropping requests, and lists its
 routes at ``GET /_routes``. Every listener is served through ``Gateway.runner``, which cuts
@@ -29,12 +29,12 @@ before any application code runs, and aiohttp offers no hook for it (aio-libs/ai
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
@@ -61,6 +61,7 @@ PLATFORM_HEADERS = frozenset({"x-ab-assignment"})
 
 DOMAIN = "example.com"  # Knative's default domain; curl with -H "Host: iris.ml-serving.example.com"
 # RFC 9110 §7.6.1 connection-specific fields, never forwarded by a proxy.
+CAPACITY_RECHECK = 0.25  # seconds a queued request waits before it looks for new replicas
 REFUSED_PAUSE = 0.05  # between connects to a revision that refused one (the launcher restarts it)
 HOP_BY_HOP = {
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
@@ -68,31 +69,52 @@ HOP_BY_HOP = {
 }  # fmt: skip
 
 
-@dataclass
+class Queued(Protocol):
+    queued: int
+
+
 class Breaker:
-    """queue-proxy's breaker: ``limit`` in flight, ``10 * limit`` waiting, the rest get 503."""
+    """queue-proxy's breaker for one revision: ``capacity()`` in flight (containerConcurrency
+    per ready replica, as many as there are), ten times that waiting, the rest get 503."""
 
-    limit: int
-    waiting: int = 0
-
-    def __post_init__(self) -> None:
-        self._slots = asyncio.Semaphore(self.limit)
+    def __init__(self, capacity: Callable[[], int], queue: Queued | None = None) -> None:
+        """``queue``: where to count the waiting too (the revision: its autoscaler sees
+        them, as queue-proxy reports requests queued in it)."""
+        self.capacity, self._queue = capacity, queue
+        self.in_flight = self.waiting = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
     @contextlib.asynccontextmanager
     async def slot(self) -> Any:
-        if self._slots.locked() and self.waiting >= 10 * self.limit:
-            raise ServiceUnavailable(
-                f"over capacity: {self.limit} in flight and {self.waiting} queued"
-            )
-        self.waiting += 1
-        try:
-            await self._slots.acquire()
-        finally:
-            self.waiting -= 1
+        if self.in_flight >= (capacity := self.capacity()):
+            if self.waiting >= 10 * capacity:
+                raise ServiceUnavailable(
+                    f"over capacity: {self.in_flight} in flight and {self.waiting} queued"
+                )
+            self.waiting += 1
+            if self._queue is not None:
+                self._queue.queued += 1
+            try:
+                while self.in_flight >= self.capacity():
+                    freed = asyncio.get_running_loop().create_future()
+                    self._waiters.append(freed)
+                    # a slot freed wakes one; a replica added (capacity up) is seen within
+                    # CAPACITY_RECHECK
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(freed, CAPACITY_RECHECK)
+            finally:
+                self.waiting -= 1
+                if self._queue is not None:
+                    self._queue.queued -= 1
+        self.in_flight += 1
         try:
             yield
         finally:
-            self._slots.release()
+            self.in_flight -= 1
+            while self._waiters:
+                if not (freed := self._waiters.popleft()).done():
+                    freed.set_result(None)
+                    break
 
 
 class Gateway:
@@ -185,7 +207,7 @@ class Gateway:
         query = request.rel_url.raw_query_string
         path = decision.path + (f"?{query}" if query else "")
         # What the activator holds counts against containerConcurrency and its queue.
-        async with self._breaker(decision.service).slot():
+        async with self._breaker(decision.service, decision.target.revision).slot():
             upstream = await self._exchange(decision, request.method, path, headers, body)
         out = [(k, v) for k, v in upstream.headers if k.lower() not in HOP_BY_HOP]  # repeats kept
         return web.Response(status=upstream.status, body=bytes(upstream.body), headers=out)
@@ -238,10 +260,17 @@ class Gateway:
                 f"the request body did not arrive within {self.timeouts.body:g}s"
             ) from e
 
-    def _breaker(self, service: KService) -> Breaker:
-        key = f"{service.name}/{service.container_concurrency}"
+    def _breaker(self, service: KService, revision: str) -> Breaker:
+        key = f"{revision}/{service.container_concurrency}"
         if key not in self._breakers:
-            self._breakers[key] = Breaker(service.container_concurrency or 1_000_000)
+            per_replica = service.container_concurrency or 1_000_000
+
+            def capacity() -> int:
+                found = self.activator.revision(revision) if self.activator else None
+                return per_replica * max(found.replicas if found else 1, 1)
+
+            queue = self.activator.revision(revision) if self.activator else None
+            self._breakers[key] = Breaker(capacity, queue)
         return self._breakers[key]
 
     # -- routes and reloading -----------------------------------------------------------

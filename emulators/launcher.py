@@ -216,6 +216,7 @@ class Revision:
         self.scaling = scaling
         self.kpa = Kpa(scaling, time.monotonic()) if scaling else None
         self.held = 0  # requests the activator holds for it now
+        self.queued = 0  # requests waiting at the gateway's breaker for it
         self.woken = threading.Event()  # set by the activator: decide now (scale from zero)
         self._cold: Replica | None = None  # the last replica started from zero
         self._sampled = time.monotonic()
@@ -356,7 +357,8 @@ class Revision:
         if sample:
             elapsed, self._sampled = max(now - self._sampled, 1e-3), now
             busy = sum(r.busy() for r in list(self._replicas))
-            self.kpa.observe(now, busy / elapsed + self.held)
+            # queued and held count as concurrency, as queue-proxy and the activator report
+            self.kpa.observe(now, busy / elapsed + self.held + self.queued)
         woken = self.woken.is_set()
         self.woken.clear()
         wanted = self.kpa.desired(now, self.replicas, wanted_now=woken and self.held > 0)
