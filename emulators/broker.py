@@ -11,7 +11,10 @@ it): Knative's dispatcher waits exactly, but the local broker need not make ever
 failed in one outage come back in one wave. A 2xx whose body is neither empty nor a CloudEvent is
 a failed delivery, as behind the real broker. A CloudEvent reply re-enters the broker with
 ``knativebrokerttl`` decremented; at zero it is dropped, which cuts reply loops.
-``time_scale`` shrinks every backoff so tests need not wait for real ones.
+``time_scale`` shrinks every backoff so tests need not wait for real ones. With an
+``issuer`` (``emulators/oidc.py``), every delivery carries ``Authorization: Bearer`` with a
+token of the Trigger's OIDC identity for its destination's audience (the Destination's
+``audience:``, else its ref's), as Knative's ``authentication-oidc`` does.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from aiohttp import web
 
 from emulators.durations import iso_seconds
 from emulators.manifests import Resource
+from emulators.oidc import Issuer, destination_audience, trigger_subject
 from emulators.problems import problem, problems
 from functions.core import events
 from functions.core.errors import BadRequest, FunctionError, NotFound, PayloadTooLarge
@@ -52,6 +56,7 @@ class Delivery:
     backoff_delay: float = 0.2
     dead_letter: str | None = None
     timeout: float = 30.0
+    dead_letter_audience: str | None = None
 
     def backoff(self, retry_number: int) -> float:
         """Knative's schedule: linear delay*n, exponential delay*2^n (n = 1, 2, ...)."""
@@ -60,19 +65,21 @@ class Delivery:
         return self.backoff_delay * float(2**retry_number)
 
 
-def delivery_of(spec: Mapping[str, Any] | None, resolve: Resolve, base: Delivery) -> Delivery:
+def delivery_of(
+    spec: Mapping[str, Any] | None, resolve: Resolve, base: Delivery, namespace: str
+) -> Delivery:
     if not spec:
         return base
+    sink = in_namespace(spec["deadLetterSink"], namespace) if "deadLetterSink" in spec else None
     return Delivery(
         retry=int(spec.get("retry", base.retry)),
         backoff_policy=spec.get("backoffPolicy", base.backoff_policy),
         backoff_delay=iso_seconds(spec["backoffDelay"])
         if "backoffDelay" in spec
         else base.backoff_delay,
-        dead_letter=resolve(spec["deadLetterSink"])
-        if "deadLetterSink" in spec
-        else base.dead_letter,
+        dead_letter=resolve(sink) if sink else base.dead_letter,
         timeout=iso_seconds(spec["timeout"]) if "timeout" in spec else base.timeout,
+        dead_letter_audience=destination_audience(sink) if sink else base.dead_letter_audience,
     )
 
 
@@ -119,6 +126,8 @@ class TriggerSpec:
     matches: Filter
     subscriber: str
     delivery: Delivery
+    audience: str | None = None  # the subscriber's
+    subject: str = ""  # the Trigger's OIDC identity, the tokens' sub
 
 
 @dataclass(frozen=True)
@@ -131,9 +140,9 @@ class Topology:
         brokers = {}
         for r in resources:
             if r.key == BROKER:
-                key = f"{r.doc['metadata'].get('namespace', 'default')}/{r.name}"
-                brokers[key] = delivery_of(
-                    r.doc.get("spec", {}).get("delivery"), resolve, Delivery()
+                namespace = r.doc["metadata"].get("namespace", "default")
+                brokers[f"{namespace}/{r.name}"] = delivery_of(
+                    r.doc.get("spec", {}).get("delivery"), resolve, Delivery(), namespace
                 )
         triggers = []
         for r in resources:
@@ -142,13 +151,16 @@ class Topology:
             spec, namespace = r.doc["spec"], r.doc["metadata"].get("namespace", "default")
             key = f"{namespace}/{spec['broker']}"
             base = brokers.get(key, Delivery())
+            subscriber = in_namespace(spec["subscriber"], namespace)
             triggers.append(
                 TriggerSpec(
                     r.name,
                     key,
                     compile_filters(spec),
-                    resolve(in_namespace(spec["subscriber"], namespace)),
-                    delivery_of(spec.get("delivery"), resolve, base),
+                    resolve(subscriber),
+                    delivery_of(spec.get("delivery"), resolve, base, namespace),
+                    destination_audience(subscriber),
+                    trigger_subject(namespace, r.name),
                 )
             )
         return cls(brokers, tuple(triggers))
@@ -163,9 +175,11 @@ class Broker:
         grace: float = 10.0,
         jitter: float = 0.25,
         max_event_bytes: int = 4 * 1024 * 1024,
+        issuer: Issuer | None = None,
     ) -> None:
-        """``grace``: how long a graceful stop waits for the deliveries of accepted events."""
-        self._build = build
+        """``grace``: how long a graceful stop waits for the deliveries of accepted events;
+        ``issuer``: who signs the deliveries' tokens (None: they carry none)."""
+        self._build, self.issuer = build, issuer
         self.topology = build()
         self.time_scale, self.ttl, self.grace = time_scale, ttl, grace
         self.jitter, self.max_event_bytes = jitter, max_event_bytes
@@ -257,7 +271,10 @@ class Broker:
                 self.stats["retries"] += 1
                 spread = random.uniform(1 - self.jitter, 1 + self.jitter)
                 await asyncio.sleep(policy.backoff(attempt) * spread * self.time_scale)
-            status, detail, reply = await self._post(trigger.subscriber, event, policy.timeout)
+            token = self._token(trigger.audience, trigger)
+            status, detail, reply = await self._post(
+                trigger.subscriber, event, policy.timeout, token
+            )
             if 200 <= status < 300 and detail == "":
                 self.stats["delivered"] += 1
                 if reply is not None:
@@ -269,13 +286,21 @@ class Broker:
                 break  # a permanent failure: retrying cannot help
         await self._dead_letter(trigger, event, status, detail)
 
+    def _token(self, audience: str | None, trigger: TriggerSpec) -> str | None:
+        """A fresh token for one attempt (a retry's own), or None without issuer or audience."""
+        if self.issuer is None or audience is None:
+            return None
+        return self.issuer.token(audience, trigger.subject)
+
     async def _post(
-        self, url: str, event: events.CloudEvent, seconds: float
+        self, url: str, event: events.CloudEvent, seconds: float, token: str | None
     ) -> tuple[int, str, events.CloudEvent | None]:
         """(status, failure detail or "", reply event); status 0 for a network error."""
         headers, body = events.to_binary(event)
         if jobid := event.get(events.JOB_ID):
             headers["X-Request-Id"] = str(jobid)
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
         assert self._session is not None
         try:
             async with self._session.post(
@@ -312,7 +337,8 @@ class Broker:
         event["knativeerrordest"] = trigger.subscriber
         event["knativeerrorcode"] = str(status)
         event["knativeerrordata"] = base64.b64encode(detail.encode()[:1024]).decode()
-        sent, sink_detail, _ = await self._post(sink, event, trigger.delivery.timeout)
+        token = self._token(trigger.delivery.dead_letter_audience, trigger)
+        sent, sink_detail, _ = await self._post(sink, event, trigger.delivery.timeout, token)
         if 200 <= sent < 300 and not sink_detail:
             self.stats["dead_lettered"] += 1
             return

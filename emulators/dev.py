@@ -54,8 +54,9 @@ from emulators.broker import Broker, Topology, local_resolver, sink_bindings
 from emulators.deadlines import MAX_HEADER_TIMEOUT, ReadTimeouts
 from emulators.durations import go_seconds
 from emulators.gateway import Gateway
-from emulators.launcher import Launcher, emit
+from emulators.launcher import Launcher, emit, service_env
 from emulators.manifests import REPO_ROOT, Resource, load_kustomization, watch
+from emulators.oidc import Issuer, subscriber_env
 from emulators.processes import listening_socket
 from emulators.routing import RouteTable
 from functions.core.logging import quiet_per_call_loggers
@@ -75,11 +76,14 @@ class Platform:
         # The inner listeners are bound now and held: the Services' ports, picked next, and
         # anything else on the machine cannot take theirs before they serve.
         self.local_socket, self.broker_socket = listening_socket(host), listening_socket(host)
+        self.issuer_socket = listening_socket(host)
         self.local_port = self.local_socket.getsockname()[1]
         self.local_gateway_url = f"http://{host}:{self.local_port}"
         self.broker_port = self.broker_socket.getsockname()[1]
         self.broker_url = f"http://{host}:{self.broker_port}"
         self.resolve = local_resolver(self.local_gateway_url, self.broker_url)
+        # The delivery tokens' issuer, on a listener of its own (emulators/oidc.py).
+        self.issuer = Issuer(f"http://{host}:{self.issuer_socket.getsockname()[1]}")
         self.rng = random.Random(seed)
 
     def resources(self) -> list[Resource]:
@@ -143,6 +147,7 @@ async def serve(
         lambda: Topology.build(platform.resources(), platform.resolve),
         grace=grace,
         max_event_bytes=max_event_bytes,
+        issuer=platform.issuer,
     )
     gateway = Gateway(
         lambda: RouteTable.build(platform.resources(), {}, platform.rng),
@@ -152,6 +157,7 @@ async def serve(
         # requests that come before a Service is ready (its start, a restart) are held
         activator=Activator(launcher.status, progress_deadline),
         timeouts=timeouts,
+        issuer_url=platform.issuer.url,
     )
     in_flight = InFlight()
     # Two listeners, as a cluster's two ingresses: the public one refuses cluster-local
@@ -166,14 +172,18 @@ async def serve(
         gateway.runner(app, access_log=None, shutdown_timeout=grace)
         for app in (public_app, local_app)
     )
-    broker_runner = web.AppRunner(broker_app, access_log=None, shutdown_timeout=grace)
-    for runner in (public_runner, local_runner, broker_runner):
+    broker_runner, issuer_runner = (
+        web.AppRunner(app, access_log=None, shutdown_timeout=grace)
+        for app in (broker_app, platform.issuer.app())
+    )
+    for runner in (public_runner, local_runner, broker_runner, issuer_runner):
         await runner.setup()
     public = web.TCPSite(public_runner, host, port)
     for site in (
         public,
         web.SockSite(local_runner, platform.local_socket),
         web.SockSite(broker_runner, platform.broker_socket),
+        web.SockSite(issuer_runner, platform.issuer_socket),
     ):
         await site.start()
     launcher.start()
@@ -191,6 +201,7 @@ async def serve(
         await asyncio.to_thread(launcher.stop)  # SIGTERM: each Service drains
     await public_runner.cleanup()
     await local_runner.cleanup()
+    await issuer_runner.cleanup()  # last: the broker's deliveries drained are checked with it
 
 
 async def _until_ready(launcher: Launcher, stop: asyncio.Event, seconds: float) -> list[str]:
@@ -215,6 +226,7 @@ def _banner(
     emit(f"\ngateway http://{host}:{port}  (routes as JSON: curl {host}:{port}/_routes)")
     for key in broker.topology.brokers:
         emit(f"broker  {platform.broker_url}/{key}  ({len(broker.topology.triggers)} triggers)")
+    emit(f"issuer  {platform.issuer.url}  (every delivery signed; subscribers check it)")
     emit("")
     for entry in gateway.describe()["services"]:
         name = entry["name"]
@@ -309,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s platform | %(message)s")
     quiet_per_call_loggers(logging.INFO)  # the launcher's readiness probes
     platform = Platform(args.knative, args.eventing, args.host, args.port, args.seed)
-    sinks = sink_bindings(platform.resources(), platform.resolve)
+    resources = platform.resources()
+    sinks = sink_bindings(resources, platform.resolve)
     # Services calling others by their Knative URL (*.svc.cluster.local) reach them through
     # the cluster-local gateway, as in a cluster (functions/core/client.py).
     # Each Service's server says only what went wrong: the launcher prints when it is ready.
@@ -323,7 +336,9 @@ def main(argv: list[str] | None = None) -> int:
         scale_to_zero_grace_period=args.scale_to_zero_grace_period,
         max_scale_limit=args.max_scale_limit,
     )
-    launcher = Launcher(args.knative, env, sinks=sinks, autoscaler=scaling)
+    # The Services the broker delivers to check each delivery's token (EVENT_AUTH=oidc).
+    services = service_env(sinks, subscriber_env(platform.issuer, resources))
+    launcher = Launcher(args.knative, env, service_env=services, autoscaler=scaling)
     uvloop.run(
         serve(
             platform,

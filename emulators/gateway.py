@@ -127,17 +127,20 @@ class Gateway:
         local_url: str | None = None,
         activator: Activator | None = None,
         timeouts: ReadTimeouts | None = None,
+        issuer_url: str | None = None,
     ) -> None:
         """``public_url`` and ``local_url`` are where the two listeners are reached (the
-        same where one listener serves both, as in the tests' in-process platform).
+        same where one listener serves both, as in the tests' in-process platform);
         ``activator`` holds requests for a revision until it is ready (None: they go at
         once, and one that is not listening is a 503); ``timeouts`` bound how long a client
-        may take to send a request (``runner``)."""
+        may take to send a request (``runner``); ``issuer_url``, the broker's token issuer,
+        is listed with them."""
         self._build_table = build_table
         self.max_body_bytes, self.timeouts = max_body_bytes, timeouts or ReadTimeouts()
         self.table = build_table()
         self.public_url, self.broker_url = public_url.rstrip("/"), broker_url
         self.local_url = (local_url or public_url).rstrip("/")
+        self.issuer_url = issuer_url
         self._breakers: dict[str, Breaker] = {}
         self._upstreams = Upstreams()
         self.activator = activator
@@ -341,4 +344,5 @@ class Gateway:
             "services": services,
             "broker": {"url": self.broker_url},
             "cluster_local_gateway": {"url": self.local_url},
+            "issuer": {"url": self.issuer_url},
         }

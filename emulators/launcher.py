@@ -2,10 +2,11 @@
 
 Each process is the container's entry point (``python -m functions.core.serve``) with the
 Service's env from the manifest plus what Knative injects (``PORT``, ``K_SERVICE``,
-``K_REVISION``, ``K_CONFIGURATION``). The launcher waits on each readiness probe, streams
-every log line prefixed with the Service name, restarts a process that dies with
-exponential backoff (as the kubelet restarts a crashed container), and stops them all
-cleanly on Ctrl-C or SIGTERM.
+``K_REVISION``, ``K_CONFIGURATION``) and what the rest of the platform gives that Service
+(``service_env``: ``K_SINK`` from a SinkBinding, the event-auth settings of a subscriber).
+The launcher waits on each readiness probe, streams every log line prefixed with the Service
+name, restarts a process that dies with exponential backoff (as the kubelet restarts a
+crashed container), and stops them all cleanly on Ctrl-C or SIGTERM.
 
     python -m emulators.launcher [--first-port 8081]
 """
@@ -49,13 +50,16 @@ class Replica:
         env: Mapping[str, str],
         host: str = "127.0.0.1",
         backoff: tuple[float, float] = (1.0, 30.0),
+        platform_env: Mapping[str, str] | None = None,
     ) -> None:
+        """``platform_env`` wins over the manifest's, as a SinkBinding's K_SINK does."""
         self.spec, self.port, self.host = spec, port, host
         self.url = f"http://{host}:{port}"
         self.restarts = 0
         self._env = {
             **env,
             **spec.env,
+            **(platform_env or {}),
             **spec.injected_env(port),
             "HOST": host,
             "PYTHONUNBUFFERED": "1",
@@ -210,8 +214,10 @@ class Revision:
         backoff: tuple[float, float] = (1.0, 30.0),
         scaling: Scaling | None = None,
         first_port: int | None = None,
+        platform_env: Mapping[str, str] | None = None,
     ) -> None:
-        """``scaling`` None: one replica, always (the launcher's own command)."""
+        """``scaling`` None: one replica, always (the launcher's own command);
+        ``platform_env`` wins over the manifest's, as a SinkBinding's K_SINK does."""
         self.spec, self.host = spec, host
         self.scaling = scaling
         self.kpa = Kpa(scaling, time.monotonic()) if scaling else None
@@ -221,6 +227,7 @@ class Revision:
         self._cold: Replica | None = None  # the last replica started from zero
         self._sampled = time.monotonic()
         self._env, self._backoff, self._first_port = env, backoff, first_port
+        self._platform_env = platform_env
         self._replicas: list[Replica] = []
         self._lock = threading.Lock()
         self._stopped = False
@@ -327,7 +334,12 @@ class Revision:
             for i in range(count - len(live)):
                 port = self._first_port if self._first_port and not self._replicas else None
                 replica = Replica(
-                    self.spec, port or free_port(self.host), self._env, self.host, self._backoff
+                    self.spec,
+                    port or free_port(self.host),
+                    self._env,
+                    self.host,
+                    self._backoff,
+                    self._platform_env,
                 )
                 self._replicas.append(replica)
                 if not live and i == 0:
@@ -375,6 +387,17 @@ class Revision:
             thread.join()
 
 
+def service_env(
+    sinks: Mapping[str, str], *more: Mapping[str, Mapping[str, str]]
+) -> dict[str, dict[str, str]]:
+    """One ``service_env``: each Service's ``K_SINK`` (``sinks``) and the env in ``more``."""
+    merged: dict[str, dict[str, str]] = {name: {"K_SINK": url} for name, url in sinks.items()}
+    for part in more:
+        for name, env in part.items():
+            merged.setdefault(name, {}).update(env)
+    return merged
+
+
 class Launcher:
     """Every Knative Service of a kustomization, each as a supervised ``Revision``."""
 
@@ -385,24 +408,26 @@ class Launcher:
         first_port: int = 0,
         host: str = "127.0.0.1",
         backoff: tuple[float, float] = (1.0, 30.0),
-        sinks: Mapping[str, str] | None = None,
+        service_env: Mapping[str, Mapping[str, str]] | None = None,
         autoscaler: AutoscalerConfig | None = None,
     ) -> None:
-        """``sinks`` maps Service names to the ``K_SINK`` their SinkBindings give them;
-        ``autoscaler`` None: one replica per revision, never scaled (nothing holds requests
-        for a revision at zero without the gateway's activator)."""
-        sinks = sinks or {}
+        """``service_env`` maps Service names to what the platform gives them beyond the
+        manifest (``K_SINK``, event auth): it wins over the manifest's env. ``autoscaler``
+        None: one replica per revision, never scaled (nothing holds requests for a revision
+        at zero without the gateway's activator)."""
+        service_env = service_env or {}
         specs = knative_services(load_kustomization(knative_dir))
         self.revisions = {
             spec.name: Revision(
                 spec,
-                {**env, **({"K_SINK": sinks[spec.name]} if spec.name in sinks else {})},
+                env,
                 host,
                 backoff,
                 Scaling.of(spec.annotations, spec.container_concurrency, autoscaler)
                 if autoscaler
                 else None,
                 first_port + i if first_port else None,
+                service_env.get(spec.name),
             )
             for i, spec in enumerate(specs)
         }

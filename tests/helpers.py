@@ -245,24 +245,33 @@ class LocalPlatform:
         from emulators.autoscaler import AutoscalerConfig
         from emulators.broker import Broker, Topology, local_resolver, sink_bindings
         from emulators.gateway import Gateway
-        from emulators.launcher import Launcher
+        from emulators.launcher import Launcher, service_env
         from emulators.manifests import load_kustomization
+        from emulators.oidc import Issuer, subscriber_env
         from emulators.routing import RouteTable
 
-        gateway_port, broker_port = free_port(), free_port()
+        gateway_port, broker_port, issuer_port = free_port(), free_port(), free_port()
         self.url = f"http://127.0.0.1:{gateway_port}"
         resolve = local_resolver(self.url, f"http://127.0.0.1:{broker_port}")
 
         def resources() -> list[Any]:
             return load_kustomization(knative) + (load_kustomization(eventing) if eventing else [])
 
-        self.events = Broker(lambda: Topology.build(resources(), resolve), time_scale=time_scale)
+        # The broker signs every delivery, and its subscribers check (emulators/oidc.py).
+        self.issuer = Issuer(f"http://127.0.0.1:{issuer_port}")
+        self.issuer_thread = AppThread(self.issuer.app(), port=issuer_port)
+        self.events = Broker(
+            lambda: Topology.build(resources(), resolve),
+            time_scale=time_scale,
+            issuer=self.issuer,
+        )
         self.broker = AppThread(self.events.app(), port=broker_port)
+        sinks = sink_bindings(resources(), resolve)
         self.launcher = Launcher(
             knative,
             {**os.environ, "CLUSTER_LOCAL_GATEWAY": self.url, **env},
             backoff=(0.2, 2.0),
-            sinks=sink_bindings(resources(), resolve),
+            service_env=service_env(sinks, subscriber_env(self.issuer, resources())),
             autoscaler=autoscaler or AutoscalerConfig(),
         )
         self.launcher.start()
@@ -281,6 +290,7 @@ class LocalPlatform:
         self.launcher.stop()
         self.gateway.stop()
         self.broker.stop()
+        self.issuer_thread.stop()
 
 
 def refusing(url: str) -> Callable[[], bool | None]:

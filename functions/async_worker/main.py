@@ -6,7 +6,9 @@ only then answers with an ``inference.completed`` reply, so a crash before that 
 event to the broker's retries. A job already ended is answered with an empty 202 (at-least-
 once delivery). Errors answer 5xx, which the broker retries (a job store it cannot reach is a
 503 with ``Retry-After``, raised by the store itself); ``POST /dead-letter`` receives
-what it gave up on and marks the job failed with the reason. ``GET /health``, ``/metadata``.
+what it gave up on and marks the job failed with the reason. Both are ``auth="event"``: with
+``EVENT_AUTH=oidc`` only the broker's token for this Service gets in (a Pub/Sub push carries
+Google's: docs/security.md). ``GET /health``, ``/metadata``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from functions.core import events, transport
 from functions.core.cards import load_card
 from functions.core.entry import entry_points, lazy_service
 from functions.core.errors import ValidationFailed
+from functions.core.event_auth import verifier_for
 from functions.core.event_data import InferenceRequestedData
 from functions.core.http import HttpApp, Route, json_response, read_limited, validate_model
 from functions.core.jobstore import open_store
@@ -41,14 +44,16 @@ class AsyncWorkerService:
         routes = [
             Route("/", "POST", self.on_inference_requested, Operation(
                 "Run the slow model for an inference.requested CloudEvent (Trigger subscriber)",
-                request=InferenceRequestedData)),
+                request=InferenceRequestedData), auth="event"),
             Route("/dead-letter", "POST", self.on_dead_letter, Operation(
-                "Mark a job failed with the broker's reason (dead-letter sink)")),
+                "Mark a job failed with the broker's reason (dead-letter sink)"), auth="event"),
             Route("/health", "GET", self.health, Operation(
                 "Health (503 until the model is loaded)")),
             Route("/metadata", "GET", self.metadata, Operation("The slow model's metadata")),
         ]  # fmt: skip
-        self.app = HttpApp("async-worker", routes, observe=self.log)
+        verifier = verifier_for(settings)
+        verify = verifier.verify if verifier is not None else None
+        self.app = HttpApp("async-worker", routes, observe=self.log, verify_event=verify)
 
     def close(self) -> None:
         """Close the job store (tests; a worker just exits)."""

@@ -159,16 +159,19 @@ def framework_error(error: HTTPException) -> Response:
     return response
 
 
-Auth = Literal["public", "token"]
+Auth = Literal["public", "token", "event"]
+# Checks an event delivery's Authorization header (core.event_auth.EventVerifier.verify).
+VerifyEvent = Callable[[str | None], object]
 
 
 @dataclass(frozen=True)
 class Route:
     """One endpoint, declared once: its path (werkzeug rule syntax), the methods it takes
     (None: every method), its handler, what the OpenAPI document says of it (None: not
-    documented), and who may call it: anyone, or only a caller sending the Service's token
-    (``Authorization: Bearer <API_TOKEN>``). The handler's name is the endpoint's, in
-    metrics and the prediction log."""
+    documented), and who may call it: anyone, only a caller sending the Service's token
+    (``Authorization: Bearer <API_TOKEN>``), or (``event``) only the broker, with a token it
+    was issued for this Service (when event auth is on). The handler's name is the
+    endpoint's, in metrics and the prediction log."""
 
     path: str
     methods_taken: str | tuple[str, ...] | None
@@ -205,8 +208,10 @@ class HttpApp:
     request (metrics, prediction logs), with the ``FunctionError`` answered if one was; what
     it raises is logged, never answered. ``headers`` are
     added to every response (e.g. which model answered); ``token`` is what a route declared
-    ``auth="token"`` demands (None: such routes answer 503, naming ``API_TOKEN``); the rest
-    are werkzeug ``Map``'s.
+    ``auth="token"`` demands (None: such routes answer 503, naming ``API_TOKEN``);
+    ``verify_event`` checks the ``Authorization`` of a route declared ``auth="event"``,
+    raising the problem to answer (None: event auth is off, anyone inside may post); the
+    rest are werkzeug ``Map``'s.
     """
 
     def __init__(
@@ -218,6 +223,7 @@ class HttpApp:
         headers: Mapping[str, str] | None = None,
         converters: Mapping[str, type[BaseConverter]] | None = None,
         token: SecretStr | None = None,
+        verify_event: VerifyEvent | None = None,
         strict_slashes: bool = True,
         merge_slashes: bool = True,
     ) -> None:
@@ -232,10 +238,14 @@ class HttpApp:
         # per request from the environ cost ~25 us, a tenth of an iris prediction).
         self._adapter = rules.bind("localhost")
         self._handlers = {r.endpoint: r.handler for r in self.routes}
-        self._tokened = {r.endpoint for r in self.routes if r.auth == "token"}
-        if mixed := self._tokened & {r.endpoint for r in self.routes if r.auth == "public"}:
+        auths: dict[str, set[Auth]] = {}
+        for r in self.routes:
+            auths.setdefault(r.endpoint, set()).add(r.auth)
+        if mixed := sorted(name for name, kinds in auths.items() if len(kinds) > 1):
             # the check goes by endpoint, the handler's name: one name, one auth
-            raise ValueError(f"{title}: {sorted(mixed)} declared both public and token")
+            raise ValueError(f"{title}: {mixed} declared with more than one auth")
+        self._auth = {name: kinds.pop() for name, kinds in auths.items()}
+        self._verify_event = verify_event
         self._token = token.get_secret_value().encode() if token is not None else None
         self._observe = observe
         self._headers = dict(headers or {})
@@ -258,8 +268,7 @@ class HttpApp:
             else:
                 endpoint, args = self._adapter.match(request.path, request.method)
                 request.view_args = dict(args)
-                if endpoint in self._tokened:
-                    self._authorize(request)
+                self._authorize(request, self._auth[endpoint])
                 response = self._handlers[endpoint](request, rid)
         except FunctionError as e:
             if e.status >= 500:
@@ -290,8 +299,15 @@ class HttpApp:
                 logger.exception("observing %s failed", request.path, extra={"job_id": rid})
         return response
 
-    def _authorize(self, request: Request) -> None:
-        """401 unless the request carries this Service's bearer token; 503 when it has none."""
+    def _authorize(self, request: Request, auth: Auth) -> None:
+        """For a tokened route, 401 unless the request carries this Service's bearer token
+        (503 when it has none); for an event route, what ``verify_event`` raises."""
+        if auth == "event":
+            if self._verify_event is not None:
+                self._verify_event(request.headers.get("Authorization"))
+            return
+        if auth != "token":
+            return
         if self._token is None:
             raise ServiceUnavailable(
                 f"{request.path} needs a token and this Service has none: set API_TOKEN"

@@ -70,8 +70,14 @@ class Documented(Protocol):
     def auth(self) -> str: ...
 
 
-# The scheme of a route declared auth="token": Authorization: Bearer <API_TOKEN>.
+# The scheme of a route declared auth="token": Authorization: Bearer <API_TOKEN>; of one
+# declared auth="event": the broker's OIDC token (core.event_auth).
 BEARER = "bearerAuth"
+EVENT_TOKEN = "eventToken"
+SCHEMES = {
+    "token": (BEARER, {"type": "http", "scheme": "bearer"}),
+    "event": (EVENT_TOKEN, {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}),
+}
 
 
 def document(title: str, routes: Iterable[Documented]) -> dict[str, Any]:
@@ -93,12 +99,12 @@ def document(title: str, routes: Iterable[Documented]) -> dict[str, Any]:
             request = None if method in BODYLESS else requests[id(operation)]
             spec = _operation(arguments, operation, request, keys)
             spec["operationId"] = re.sub(r"\W+", "_", f"{method.lower()}{path}").strip("_")
-            if route.auth == "token":
-                spec["security"] = [{BEARER: []}]
+            if route.auth in SCHEMES:
+                spec["security"] = [{SCHEMES[route.auth][0]: []}]
             paths.setdefault(path, {})[method.lower()] = spec
     found: dict[str, Any] = {"schemas": components}
-    if any(route.auth == "token" for route, _ in documented):
-        found["securitySchemes"] = {BEARER: {"type": "http", "scheme": "bearer"}}
+    if used := [SCHEMES[a] for a in sorted({r.auth for r, _ in documented}) if a in SCHEMES]:
+        found["securitySchemes"] = dict(used)
     return {
         "openapi": "3.1.0",
         "info": {"title": title, "version": "1"},

@@ -3,8 +3,8 @@
 Only this module and ``serve.py`` touch ``os.environ`` (ruff TID251): every function reads
 its configuration through a ``BaseFunctionSettings`` subclass built by a cached factory, so a
 bad value stops the process with a message naming the variable. A function's class combines
-the concerns it has (``ModelSettings``, ``EventSettings``, ``JobStoreSettings``, ``ApiTokenSettings``) and has no
-field for any other.
+the concerns it has (``ModelSettings``, ``EventSettings``, ``JobStoreSettings``, ``ApiTokenSettings``,
+``EventAuthSettings``) and has no field for any other.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from typing import Annotated, Literal, Self, TypeVar
 
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from functions.core.event_auth import knative_audience
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -113,6 +115,55 @@ class ApiTokenSettings(BaseFunctionSettings):
         if isinstance(values, dict) and not str(values.get("api_token") or "").strip():
             values.pop("api_token", None)
         return values
+
+
+# Where a pod reads its own namespace (the service-account mount, as client-go does).
+POD_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def _mounted_namespace() -> str:
+    try:
+        return POD_NAMESPACE_FILE.read_text().strip() or "default"
+    except OSError:
+        return "default"
+
+
+class EventAuthSettings(BaseFunctionSettings):
+    """A function with routes declared ``auth="event"`` (Trigger subscribers, dead-letter
+    sinks): whether and how they check the token of each delivery (``core.event_auth``)."""
+
+    event_auth: Literal["off", "oidc"] = Field(
+        "off", description="off, or oidc: every event delivery must carry a valid token"
+    )
+    event_issuer: str | None = Field(
+        None, description="the tokens' issuer (the cluster's service-account issuer)"
+    )
+    event_jwks_url: str | None = Field(
+        None, description="the issuer's keys (default: jwks_uri of its discovery document)"
+    )
+    event_audience: str | None = Field(
+        None, description="the audience tokens must name (default: this Service's, Knative's)"
+    )
+    event_ca_file: Path | None = Field(
+        None, description="CA bundle the issuer is fetched with (default: the system's)"
+    )
+    pod_namespace: str = Field(
+        default_factory=_mounted_namespace,
+        description="this Service's namespace (default: the pod's service-account mount)",
+    )
+
+    @model_validator(mode="after")
+    def _issuer_named(self) -> Self:
+        if self.event_auth == "oidc" and not self.event_issuer:
+            raise ValueError("EVENT_AUTH=oidc needs EVENT_ISSUER")
+        return self
+
+    @property
+    def audience(self) -> str:
+        """``EVENT_AUDIENCE``, else this Knative Service's audience."""
+        return self.event_audience or knative_audience(
+            "serving.knative.dev/v1", "Service", self.pod_namespace, self.k_service
+        )
 
 
 def api_token_from_environment() -> str | None:

@@ -5,7 +5,9 @@ the Trigger subscriber for ``prediction.logged`` events (an empty 202, or a 4xx 
 will not retry). ``prediction_log_dead_letter`` (the cluster-local
 ``prediction-log-dead-letter``) takes ``POST /``, the Trigger's dead-letter sink: it spools
 what the ingest did not take and replays it into the store (``dead_letters``).
-``prediction_log`` (the public ``prediction-log``) is the query API, every path behind the
+Both event routes are declared ``auth="event"``: with ``EVENT_AUTH=oidc`` only a delivery
+whose token the broker was issued for that Service gets in. ``prediction_log`` (the public
+``prediction-log``) is the query API, every path behind the
 ``API_TOKEN`` bearer token: ``GET /logs`` queries the store, ``POST /feedback`` records a
 job's true label, ``GET /ab-report?route=`` compares a route's variants. All answer ``GET
 /health``, and the two event Services ``GET /metrics``. Split so that no one outside the
@@ -23,6 +25,7 @@ from flask import Request, Response
 from functions.core import metrics, transport
 from functions.core.entry import entry_points, lazy_service
 from functions.core.errors import NotFound
+from functions.core.event_auth import verifier_for
 from functions.core.event_data import PredictionLogData
 from functions.core.http import (
     HttpApp,
@@ -61,14 +64,18 @@ class PredictionLogService:
         ]  # fmt: skip
         self.app = HttpApp("prediction-log", queries, observe=observe, token=settings.api_token)
         self._observe, self._health = observe, health
+        verifier = verifier_for(settings)
+        self._verify = verifier.verify if verifier is not None else None
         ingest = [
             Route("/", "POST", self.on_prediction_logged, Operation(
                 "Store a prediction.logged CloudEvent (Trigger subscriber)",
-                request=PredictionLogData)),
+                request=PredictionLogData), auth="event"),
             health,
             self._metrics_route(),
         ]  # fmt: skip
-        self.ingest = Surface(HttpApp("prediction-log-ingest", ingest, observe=observe))
+        self.ingest = Surface(
+            HttpApp("prediction-log-ingest", ingest, observe=observe, verify_event=self._verify)
+        )
 
     @functools.cached_property
     def dead_letters(self) -> Surface:
@@ -84,11 +91,14 @@ class PredictionLogService:
         routes = [
             Route("/", "POST", spool.receive, Operation(
                 "Spool a dead-lettered prediction.logged CloudEvent (the Trigger's "
-                "dead-letter sink)")),
+                "dead-letter sink)"), auth="event"),
             self._health,
             self._metrics_route(),
         ]  # fmt: skip
-        return Surface(HttpApp("prediction-log-dead-letter", routes, observe=self._observe))
+        app = HttpApp(
+            "prediction-log-dead-letter", routes, observe=self._observe, verify_event=self._verify
+        )
+        return Surface(app)
 
     def close(self) -> None:
         """Stop the replayer and close the log store (tests; a worker just exits)."""

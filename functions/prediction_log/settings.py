@@ -7,13 +7,18 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from functions.core.settings import REPO_ROOT, ApiTokenSettings, EventSettings
+from functions.core.settings import (
+    REPO_ROOT,
+    ApiTokenSettings,
+    EventAuthSettings,
+    EventSettings,
+)
 from functions.prediction_log.store import LOG_STORE_SCHEMES
 
 DEFAULT_LOG_STORE = f"sqlite:///{REPO_ROOT / 'build' / 'prediction-log.sqlite3'}"
 
 
-class PredictionLogSettings(EventSettings, ApiTokenSettings):
+class PredictionLogSettings(EventSettings, ApiTokenSettings, EventAuthSettings):
     # The store URL may hold a password: no validation error shows the values it was given.
     model_config = SettingsConfigDict(hide_input_in_errors=True)
 

@@ -2,24 +2,35 @@
 platform (`make dev`, real processes on loopback), each attack a bounded handful of requests.
 
 The reproductions of issue 16: before visibility, a forged dead letter or a forged
-``inference.requested`` posted through the public gateway changed another client's job;
-before the gateway's read deadlines, slowloris connections stayed open until the fd limit.
+``inference.requested`` posted through the public gateway changed another client's job; with
+visibility alone, the same event posted through the cluster-local listener (from inside the
+cluster) still did. Now every subscriber checks the broker's OIDC token: no token, a
+self-signed one, or one the broker signed for another subscriber, is a 401. Before the
+gateway's read deadlines, slowloris connections stayed open until the fd limit.
 """
 
 from __future__ import annotations
 
 import base64
+import shutil
 import socket
 import time
+import uuid
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import orjson
 import pytest
+import yaml
 
+from emulators.oidc import Issuer, trigger_subject
 from functions.core import events
-from tests.e2e.conftest import HEADER_TIMEOUT
+from functions.core.event_data import PredictionLogData
+from functions.core.settings import REPO_ROOT
+from tests.e2e.conftest import BEARER, HEADER_TIMEOUT
+from tests.helpers import LocalPlatform, poll_until
 
 pytestmark = pytest.mark.e2e
 JSON = {"Content-Type": "application/json"}
@@ -128,3 +139,167 @@ def test_slowloris_connections_are_cut_off_on_both_listeners(platform: str) -> N
     finally:
         for conn in conns:
             conn.close()
+
+
+# -- forged events from inside the cluster: the subscribers check the broker's token --------
+
+NAMESPACE = "ml-serving"
+SUBSCRIBERS = {  # Service -> (path, kind of event it takes)
+    "async-worker": [("/", "request"), ("/dead-letter", "dead-letter")],
+    "prediction-log-ingest": [("/", "record")],
+    "prediction-log-dead-letter": [("/", "record")],
+}
+TRIGGER_OF = {
+    "async-worker": "async-worker",
+    "prediction-log-ingest": "prediction-log",
+    "prediction-log-dead-letter": "prediction-log",
+}
+
+
+def audience(service: str) -> str:
+    return f"serving.knative.dev/service/{NAMESPACE}/{service}"
+
+
+def forged_record(job_id: str) -> tuple[dict[str, str], bytes]:
+    record = PredictionLogData(
+        job_id=job_id, service="iris", model="iris-svc", version="1", variant="x",
+        endpoint="predict", status=200, latency_ms=1.0,
+    )  # fmt: skip
+    event = events.make(events.PREDICTION_LOGGED, "/attacker", record.model_dump(mode="json"))
+    return events.to_binary(event)
+
+
+def forged_for(kind: str, job_id: str) -> tuple[dict[str, str], bytes]:
+    return forged_record(job_id) if kind == "record" else forged(kind, job_id)
+
+
+def self_signed(issuer_url: str, kid: str | None, service: str) -> str:
+    """A token with every claim right (issuer, audience, subject), signed by a key of the
+    forger's own, under a kid of its own or the real one (which the JWKS shows anyone)."""
+    forger = Issuer(issuer_url)
+    if kid is not None:
+        forger.kid = kid
+    return forger.token(audience(service), trigger_subject(NAMESPACE, TRIGGER_OF[service]))
+
+
+def assert_refused(answer: httpx.Response) -> None:
+    assert answer.status_code == 401, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.headers["www-authenticate"].startswith("Bearer")
+
+
+def logged(platform: str, job_id: str) -> list[dict[str, Any]]:
+    answer = httpx.get(f"{platform}/prediction-log/logs", params={"job_id": job_id}, headers=BEARER)
+    assert answer.status_code == 200, answer.text
+    return list(answer.json()["records"])
+
+
+def flushed(platform: str) -> None:
+    """A real prediction's record reached the store: what was posted before it was handled."""
+    rid = f"flush-{uuid.uuid4()}"
+    assert httpx.get(f"{platform}/iris/predict/test", headers={"X-Request-Id": rid}).is_success
+    poll_until(lambda: bool(logged(platform, rid)), 60, f"{rid} in the log")
+
+
+def test_forged_events_without_the_brokers_token_are_refused_inside_the_cluster(
+    platform: str,
+) -> None:
+    """Through the cluster-local listener (what any pod reaches): no token, a self-signed
+    one, one under the broker's kid: 401 at every subscriber, nothing stored, no job moved."""
+    answer = httpx.get(f"{platform}/_routes").json()
+    listed = {s["name"]: s for s in answer["services"]}
+    issuer = answer["issuer"]["url"]  # as public as the API server's discovery document
+    kid = httpx.get(f"{issuer}/openid/v1/jwks").json()["keys"][0]["kid"]
+    job_id = accepted_job(platform)
+    forged_jobs = []
+    for service, paths in SUBSCRIBERS.items():
+        base = listed[service]["url"]
+        tokens = [None, self_signed(issuer, None, service), self_signed(issuer, kid, service)]
+        for path, kind in paths:
+            for token in tokens:
+                target = job_id if kind != "record" else f"forged-{uuid.uuid4()}"
+                forged_jobs += [target] if kind == "record" else []
+                headers, body = forged_for(kind, target)
+                if token is not None:
+                    headers["Authorization"] = f"Bearer {token}"
+                assert_refused(httpx.post(base + path, content=body, headers=headers))
+    flushed(platform)
+    assert all(not logged(platform, j) for j in forged_jobs)
+    deadline = time.monotonic() + 60
+    while (state := job(platform, job_id))["status"] == "pending":
+        assert time.monotonic() < deadline, "the job did not end"
+        time.sleep(0.2)
+    assert state["status"] == "done", state  # the real worker's answer
+    assert state["prediction"] != "honeycomb"
+    assert "reason" not in state
+
+
+@pytest.fixture(scope="module")
+def inner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform]:
+    """The sync-async and prediction-log patterns with their broker, in-process, so a test
+    holds the broker's issuer: it can sign what the broker signs, for one subscriber."""
+    root = tmp_path_factory.mktemp("inner")
+    knative, eventing = root / "knative", root / "eventing"
+    (knative / "services").mkdir(parents=True)
+    eventing.mkdir()
+    services = ["iris", "imagenet", "sync-async", "prediction-log", *SUBSCRIBERS]
+    for name in services:
+        shutil.copy(REPO_ROOT / "knative" / "services" / f"{name}.yaml", knative / "services")
+    kustomization = {"namespace": NAMESPACE, "resources": [f"services/{n}.yaml" for n in services]}
+    (knative / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    resources = ["broker.yaml", "sink-binding.yaml", "prediction-log.yaml", "sync-async.yaml"]
+    for name in resources:
+        shutil.copy(REPO_ROOT / "eventing" / name, eventing)
+    (eventing / "kustomization.yaml").write_text(
+        yaml.safe_dump({"namespace": NAMESPACE, "resources": resources})
+    )
+    env = {
+        "LOG_STORE_URL": f"sqlite:///{root / 'log.sqlite3'}",
+        "OUTBOX_DIR": str(root / "outbox"),
+        "DEAD_LETTER_DIR": str(root / "dead-letters"),
+        "JOB_STORE_URL": f"sqlite:///{root / 'jobs.sqlite3'}",
+        "API_TOKEN": BEARER["Authorization"].removeprefix("Bearer "),
+        "LOG_LEVEL": "WARNING",
+    }
+    running = LocalPlatform(knative, eventing, env)
+    yield running
+    running.stop()
+
+
+def brokers_token(platform: LocalPlatform, service: str) -> str:
+    """A token the broker signs for deliveries to ``service``."""
+    return platform.issuer.token(audience(service), trigger_subject(NAMESPACE, TRIGGER_OF[service]))
+
+
+def test_a_token_the_broker_signed_for_one_subscriber_is_refused_by_the_others(
+    inner: LocalPlatform,
+) -> None:
+    """The worker's token replayed to the log's ingest and dead letters, theirs to the
+    worker: 401, nothing stored, the job unchanged; the right one, as a control, passes."""
+    job_id = accepted_job(inner.url)
+    forged_jobs = []
+    for service, paths in SUBSCRIBERS.items():
+        others = [s for s in SUBSCRIBERS if s != service]
+        for path, kind in paths:
+            for other in others:
+                target = job_id if kind != "record" else f"replayed-{uuid.uuid4()}"
+                forged_jobs += [target] if kind == "record" else []
+                headers, body = forged_for(kind, target)
+                headers["Authorization"] = f"Bearer {brokers_token(inner, other)}"
+                assert_refused(
+                    httpx.post(f"{inner.url}/{service}{path}", content=body, headers=headers)
+                )
+    control = f"control-{uuid.uuid4()}"
+    headers, body = forged_record(control)
+    headers["Authorization"] = f"Bearer {brokers_token(inner, 'prediction-log-ingest')}"
+    answer = httpx.post(f"{inner.url}/prediction-log-ingest/", content=body, headers=headers)
+    assert answer.status_code == 202, answer.text
+    poll_until(lambda: bool(logged(inner.url, control)), 30, "the control record stored")
+    flushed(inner.url)
+    assert all(not logged(inner.url, j) for j in forged_jobs)
+    deadline = time.monotonic() + 60
+    while (state := job(inner.url, job_id))["status"] == "pending":
+        assert time.monotonic() < deadline, "the job did not end"
+        time.sleep(0.2)
+    assert state["status"] == "done", state
+    assert state["prediction"] != "honeycomb"

@@ -12,7 +12,11 @@ import yaml
 
 from emulators.broker import Broker, Topology
 from emulators.manifests import load_kustomization
+from emulators.oidc import Issuer, trigger_subject
+from emulators.processes import free_port
 from functions.core import events
+from functions.core.errors import Unauthorized
+from functions.core.event_auth import EventVerifier
 from tests.helpers import AppThread, poll_until
 
 pytestmark = pytest.mark.e2e
@@ -46,7 +50,12 @@ def trigger(name: str, subscriber: str, type_: str = TYPE, **delivery: Any) -> d
 
 class RunningBroker(AppThread):
     def __init__(
-        self, folder: Path, docs: list[dict[str, Any]], ttl: int = 255, **options: Any
+        self,
+        folder: Path,
+        docs: list[dict[str, Any]],
+        ttl: int = 255,
+        port: int | None = None,
+        **options: Any,
     ) -> None:
         broker_doc = {
             "apiVersion": "eventing.knative.dev/v1",
@@ -71,7 +80,7 @@ class RunningBroker(AppThread):
             ttl=ttl,
             **options,
         )
-        super().__init__(self.broker.app())
+        super().__init__(self.broker.app(), port)
         self.ingress = f"{self.url}/ns/default"
 
     def send(self, type_: str = TYPE, data: Any = None, **extensions: str) -> str:
@@ -262,3 +271,35 @@ def test_an_event_over_the_size_limit_is_413_and_goes_nowhere(
     broker.send(data={"pad": "x" * 1000})  # one under the limit still goes
     settle(lambda: broker.stats().get("delivered") == 1)
     assert broker.stats().get("accepted") == 1
+
+
+def test_every_delivery_carries_a_token_for_its_destinations_audience(
+    broker_for: Callable[..., RunningBroker], sink: str
+) -> None:
+    """As with Knative's authentication-oidc: the subscriber's token names the subscriber's
+    audience, the dead-letter sink's its own, each signed by the issuer the broker serves
+    (checked here as a subscriber checks it), each attempt its own; a destination with no
+    audience gets none."""
+    port = free_port()
+    issuer = Issuer(f"http://127.0.0.1:{port}")
+    keys = AppThread(issuer.app(), port=port)
+    delivery = {
+        "deadLetterSink": {"uri": f"{sink}/dls-signed", "audience": "the-dls"},
+        "retry": 1,
+        "backoffDelay": "PT0.1S",
+    }
+    signed = trigger("signed", f"{sink}/signed?fail=99", **delivery)
+    signed["spec"]["subscriber"]["audience"] = "the-subscriber"
+    broker = broker_for([signed, trigger("unsigned", f"{sink}/unsigned")], issuer=issuer)
+    event_id = send_until_dead_lettered(broker)
+    settle(lambda: len(deliveries(sink, "/unsigned", event_id)) == 1)
+    assert "authorization" not in deliveries(sink, "/unsigned", event_id)[0]["headers"]
+    tried = [a["headers"]["authorization"] for a in deliveries(sink, "/signed", event_id)]
+    (dead,) = [a["headers"]["authorization"] for a in deliveries(sink, "/dls-signed", event_id)]
+    assert len(set(tried)) == 2  # a token per attempt
+    for audience, authorization in [("the-subscriber", t) for t in tried] + [("the-dls", dead)]:
+        claims = EventVerifier(issuer.url, audience).verify(authorization)  # via discovery
+        assert claims["sub"] == trigger_subject("ns", "signed")
+    with pytest.raises(Unauthorized):  # the subscriber's token is not the sink's
+        EventVerifier(issuer.url, "the-dls").verify(tried[0])
+    keys.stop()

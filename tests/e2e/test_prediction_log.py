@@ -15,6 +15,7 @@ import httpx
 import pytest
 import yaml
 
+from emulators.oidc import trigger_subject
 from functions.core import events
 from functions.core.event_data import PredictionLogData
 from functions.core.settings import REPO_ROOT
@@ -26,6 +27,9 @@ TOKEN = "e2e-token-0123456789abcdef"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 LOG_SERVICES = ("prediction-log", "prediction-log-ingest", "prediction-log-dead-letter")
 FREEZE_SECONDS = 90.0
+# The Triggers' audiences name it (eventing/prediction-log.yaml): the Services check theirs.
+NAMESPACE = "ml-serving"
+INGEST_AUDIENCE = f"serving.knative.dev/service/{NAMESPACE}/prediction-log-ingest"
 
 
 @pytest.fixture
@@ -41,13 +45,13 @@ def platform(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LocalPl
         shutil.copy(REPO_ROOT / "knative" / "services" / f"{name}.yaml", knative / "services")
     services = [f"services/{name}.yaml" for name in ("iris", *LOG_SERVICES)]
     (knative / "kustomization.yaml").write_text(
-        yaml.safe_dump({"namespace": "t", "resources": services})
+        yaml.safe_dump({"namespace": NAMESPACE, "resources": services})
     )
     resources = ["broker.yaml", "sink-binding.yaml", "prediction-log.yaml"]
     for name in resources:
         shutil.copy(REPO_ROOT / "eventing" / name, eventing)
     (eventing / "kustomization.yaml").write_text(
-        yaml.safe_dump({"namespace": "t", "resources": resources})
+        yaml.safe_dump({"namespace": NAMESPACE, "resources": resources})
     )
     env = {
         "LOG_STORE_URL": f"sqlite:///{tmp_path / 'log.sqlite3'}",
@@ -96,13 +100,16 @@ def test_n_predictions_make_exactly_n_records(platform: LocalPlatform) -> None:
 def test_ids_forged_from_another_source_suppress_no_record(platform: LocalPlatform) -> None:
     """Event ids were a per-process prefix and a counter, shown in /logs, and the sink deduped
     on the id alone: events posted with the next ids suppressed the next real records. Now
-    they are random UUIDs, and an id is a record's only with its source."""
+    they are random UUIDs, and an id is a record's only with its source. (The forger here
+    gets past the ingest's token check, with a token the broker signed for it: the ids
+    alone must not let it suppress anything.)"""
     answered = predict(platform, 5, "first")
     until(lambda: len(records(platform)) == 5)
     seen = [r["event_id"] for r in records(platform)]
     assert all(uuid.UUID(i).version == 4 for i in seen)
     assert len({i[:8] for i in seen}) == 5  # no shared prefix to count on from
     ingest = platform.launcher.revisions["prediction-log-ingest"].url
+    token = platform.issuer.token(INGEST_AUDIENCE, trigger_subject(NAMESPACE, "prediction-log"))
     for event_id in seen:  # the ids a forger can read, claimed from another source
         record = PredictionLogData(
             job_id=f"forged-{event_id}", service="iris", model="iris-svc", version="1",
@@ -112,6 +119,7 @@ def test_ids_forged_from_another_source_suppress_no_record(platform: LocalPlatfo
             events.PREDICTION_LOGGED, "/forger", record.model_dump(mode="json"), id=event_id
         )
         headers, body = events.to_binary(event)
+        headers["Authorization"] = f"Bearer {token}"
         assert httpx.post(ingest, headers=headers, content=body).status_code == 202
     answered += predict(platform, 5, "then")
     until(lambda: len(records(platform)) == 15)

@@ -25,6 +25,8 @@ from tests.redis_server import redis_server, running_redis
 
 pytestmark = pytest.mark.e2e
 SERVICES = ("imagenet", "sync-async", "async-worker")
+# A uri Destination names its audience (Knative can read none off a uri): the worker's.
+WORKER_AUDIENCE = "serving.knative.dev/service/ml-serving/async-worker"
 CAT = {"image_data": base64.b64encode(sample_bytes("cat.png")).decode()}
 CAT_CLASSES = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
 
@@ -158,7 +160,8 @@ def test_large_input_travels_by_reference(tmp_path: Path) -> None:
 
 class FlakyFront:
     """A real HTTP hop in front of the worker answering 503 to the first ``failures``
-    deliveries of each event (all of them when None), forwarding the others."""
+    deliveries of each event (all of them when None), forwarding the others (their token
+    too: the Trigger names the worker's audience)."""
 
     def __init__(self, failures: int | None) -> None:
         self.failures, self.target = failures, ""
@@ -175,7 +178,7 @@ class FlakyFront:
         headers = {
             k: v
             for k, v in request.headers.items()
-            if k.lower().startswith(("ce-", "content-type", "x-request-id"))
+            if k.lower().startswith(("ce-", "content-type", "x-request-id", "authorization"))
         }
         async with (
             aiohttp.ClientSession() as session,
@@ -207,7 +210,7 @@ def test_worker_failing_twice_then_succeeding_ends_done_once(
     tmp_path: Path, front: Callable[[int | None], FlakyFront]
 ) -> None:
     flaky = front(2)
-    running = start(tmp_path, {"uri": flaky.thread.url + "/"})
+    running = start(tmp_path, {"uri": flaky.thread.url + "/", "audience": WORKER_AUDIENCE})
     flaky.target = f"{running.url}/async-worker/"
     try:
         submit(running, "flaky-1")
@@ -225,7 +228,7 @@ def test_worker_always_failing_ends_failed_with_the_reason(
     tmp_path: Path, front: Callable[[int | None], FlakyFront]
 ) -> None:
     flaky = front(None)
-    running = start(tmp_path, {"uri": flaky.thread.url + "/"})
+    running = start(tmp_path, {"uri": flaky.thread.url + "/", "audience": WORKER_AUDIENCE})
     try:
         submit(running, "doomed-1")
         failed = ended(running, "doomed-1")

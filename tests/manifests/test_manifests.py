@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,7 @@ from emulators.manifests import (
     knative_services,
     load_kustomization,
 )
+from emulators.oidc import delivered_to
 from emulators.validate import (
     Problem,
     SchemaIndex,
@@ -41,7 +43,8 @@ from emulators.validate import (
 )
 from functions.ab_router.settings import AbRouterSettings
 from functions.async_worker.settings import AsyncWorkerSettings
-from functions.core.settings import BaseFunctionSettings, build_settings
+from functions.core.event_auth import knative_audience
+from functions.core.settings import BaseFunctionSettings, EventAuthSettings, build_settings
 from functions.fanout.settings import FanoutSettings
 from functions.predict.settings import PredictSettings
 from functions.prediction_log.settings import PredictionLogSettings
@@ -589,3 +592,96 @@ def test_every_trigger_retries_then_dead_letters() -> None:
         delivery = trigger.doc["spec"].get("delivery", {})
         assert "deadLetterSink" in delivery, trigger.name
         assert delivery.get("retry", 0) >= 5, trigger.name
+
+
+def destinations() -> list[tuple[str, dict[str, Any], str]]:
+    """(Trigger, destination, its namespace) for every subscriber and dead-letter sink."""
+    found = []
+    for trigger in (r for r in RESOURCES if r.key == TRIGGER):
+        spec, namespace = trigger.doc["spec"], trigger.doc["metadata"]["namespace"]
+        for destination in (spec["subscriber"], spec.get("delivery", {}).get("deadLetterSink")):
+            if destination is not None:
+                found.append((trigger.name, destination, namespace))
+    return found
+
+
+def test_every_service_the_broker_delivers_to_is_named_by_its_audience(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With authentication-oidc on, a Knative Service (which announces no audience) gets a
+    token only where its Trigger names the audience, and takes it only if that is the
+    audience it checks (EVENT_AUDIENCE, else its Knative one)."""
+    specs = {spec.name: spec for spec in FUNCTIONS}
+    checked = 0
+    for trigger, destination, namespace in destinations():
+        ref = destination.get("ref", {})
+        if (ref.get("apiVersion"), ref.get("kind")) != KNATIVE_SERVICE:
+            continue
+        service = specs[ref["name"]]
+        settings = SETTINGS_BY_SOURCE[service.env["FUNCTION_SOURCE"]]
+        assert issubclass(settings, EventAuthSettings), f"{service.name}: no EventAuthSettings"
+        for name in settings_env_names(settings):
+            monkeypatch.delenv(name, raising=False)
+        env = {**service.env, "K_SERVICE": service.name, "POD_NAMESPACE": service.namespace}
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        checks = build_settings(settings).audience
+        expected = knative_audience(ref["apiVersion"], ref["kind"], namespace, ref["name"])
+        assert destination.get("audience") == expected == checks, (trigger, ref["name"])
+        checked += 1
+    assert checked == 4  # the log's ingest and dead letters, the worker's two
+
+
+def test_event_auth_is_off_in_the_manifests_until_the_cluster_has_oidc() -> None:
+    """Off by default, said in each Service (docs/cluster.md turns it on with a patch)."""
+    specs = {spec.name: spec for spec in FUNCTIONS}
+    for name in delivered_to(RESOURCES):
+        assert specs[name].env.get("EVENT_AUTH") == "off", name
+
+
+def json_patch(doc: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any]:
+    """RFC 6902's test, replace and add (``-`` appends), as kustomize applies them."""
+    doc = copy.deepcopy(doc)
+    for op in ops:
+        *parents, last = op["path"].lstrip("/").split("/")
+        node: Any = doc
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        key: Any = int(last) if isinstance(node, list) and last != "-" else last
+        if op["op"] == "test":
+            assert node[key] == op["value"], op
+        elif op["op"] == "replace":
+            node[key] = op["value"]
+        elif op["op"] == "add" and key == "-":
+            node.append(op["value"])
+        else:
+            raise AssertionError(f"not handled here: {op}")
+    return doc
+
+
+def test_the_documented_patch_turns_event_auth_on_in_every_subscriber(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """knative/patches/event-auth-oidc.yaml (docs/cluster.md) applies to each Service the
+    broker delivers to, leaves it valid, and its settings then verify."""
+    text = (REPO_ROOT / "knative" / "patches" / "event-auth-oidc.yaml").read_text()
+    ops = yaml.safe_load(text)
+    targets = set(delivered_to(RESOURCES))
+    for told in (text, (REPO_ROOT / "docs" / "cluster.md").read_text()):
+        found = re.findall(r"name: ((?:[a-z-]+\|)+[a-z-]+)", told)
+        assert any(set(names.split("|")) == targets for names in found), found
+    services = {r.name: r for r in RESOURCES if r.key == KNATIVE_SERVICE}
+    for name in targets:
+        patched = json_patch(services[name].doc, ops)
+        assert validate([Resource(patched, services[name].path)]) == [], name
+        spec = next(s for s in knative_services([Resource(patched, services[name].path)]))
+        settings = SETTINGS_BY_SOURCE[spec.env["FUNCTION_SOURCE"]]
+        for variable in settings_env_names(settings):
+            monkeypatch.delenv(variable, raising=False)
+        for variable, value in spec.env.items():
+            monkeypatch.setenv(variable, value)
+        built = build_settings(settings)
+        assert isinstance(built, EventAuthSettings)
+        assert (built.event_auth, built.event_issuer) == (
+            "oidc", "https://kubernetes.default.svc.cluster.local"
+        )  # fmt: skip

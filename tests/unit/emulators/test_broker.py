@@ -64,7 +64,9 @@ def test_backoff_schedules() -> None:
 
 def test_trigger_delivery_overrides_the_broker_one() -> None:
     base = Delivery(retry=5, dead_letter="http://dls")
-    merged = delivery_of({"retry": 1, "backoffPolicy": "linear", "backoffDelay": "PT1S"}, str, base)
+    merged = delivery_of(
+        {"retry": 1, "backoffPolicy": "linear", "backoffDelay": "PT1S"}, str, base, "ns"
+    )
     assert merged == Delivery(
         retry=1, backoff_policy="linear", backoff_delay=1.0, dead_letter="http://dls"
     )
