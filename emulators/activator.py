@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol
 
 from emulators.durations import go_seconds
@@ -70,6 +70,9 @@ class Revision(Protocol):
     @property
     def cold_start(self) -> float | None: ...
 
+    @property
+    def cold_starts(self) -> int: ...
+
     def pick(self) -> Replica | None: ...
 
     def wake(self) -> None: ...
@@ -91,6 +94,10 @@ class Activator:
 
     def revision(self, name: str) -> Revision | None:
         return self._revision(name)
+
+    def revisions(self, names: Iterator[tuple[str, str]]) -> dict[str, tuple[str, Revision]]:
+        """Of (service, revision name) pairs, those that run here: name -> (service, it)."""
+        return {n: (s, r) for s, n in names if (r := self._revision(n)) is not None}
 
     def deadline(self, revision: str) -> float:
         """Seconds a request may wait for the revision's first ready replica."""

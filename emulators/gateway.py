@@ -38,11 +38,13 @@ from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
-from emulators.activator import Activator
+from emulators.activator import Activator, Revision
 from emulators.deadlines import DeadlineRunner, ReadTimeouts
 from emulators.problems import problem, problems, request_id
 from emulators.routing import Decision, KService, NoRoute, RouteTable, Target
+from emulators.serving_metrics import RequestCounts, ServingCollector, exposition
 from emulators.upstream import Answer, Upstreams
 from functions.core.errors import (
     FunctionError,
@@ -142,6 +144,8 @@ class Gateway:
         self.local_url = (local_url or public_url).rstrip("/")
         self.issuer_url = issuer_url
         self._breakers: dict[str, Breaker] = {}
+        self.requests: RequestCounts = collections.Counter()
+        self._collector = ServingCollector(self.requests, self._running)
         self._upstreams = Upstreams()
         self.activator = activator
 
@@ -155,6 +159,8 @@ class Gateway:
         app = web.Application(client_max_size=self.max_body_bytes, middlewares=[problems])
         app[PUBLIC] = public
         app.router.add_get("/_routes", self._routes)
+        if not public:
+            app.router.add_get("/metrics", self._metrics)
         # [\s\S], not ".": aiohttp matches the decoded path, in which a %0A is a newline.
         app.router.add_route("*", r"/{tail:[\s\S]*}", self._forward)
         if not public:
@@ -209,9 +215,15 @@ class Gateway:
         headers += [("X-Request-Id", rid), *decision.set_headers]  # the route's values win
         query = request.rel_url.raw_query_string
         path = decision.path + (f"?{query}" if query else "")
-        # What the activator holds counts against containerConcurrency and its queue.
-        async with self._breaker(decision.service, decision.target.revision).slot():
-            upstream = await self._exchange(decision, request.method, path, headers, body)
+        key = (decision.service.name, decision.target.revision)
+        try:
+            # What the activator holds counts against containerConcurrency and its queue.
+            async with self._breaker(decision.service, decision.target.revision).slot():
+                upstream = await self._exchange(decision, request.method, path, headers, body)
+        except FunctionError as e:
+            self.requests[(*key, e.status)] += 1
+            raise
+        self.requests[(*key, upstream.status)] += 1
         out = [(k, v) for k, v in upstream.headers if k.lower() not in HOP_BY_HOP]  # repeats kept
         return web.Response(status=upstream.status, body=bytes(upstream.body), headers=out)
 
@@ -293,6 +305,21 @@ class Gateway:
             "held": revision.held,
             "cold_start_seconds": revision.cold_start,
         }
+
+    async def _metrics(self, request: web.Request) -> web.StreamResponse:
+        """The platform's series, unless the Host names a Service: then its own /metrics."""
+        try:
+            self.table.locate(request.host, request.rel_url.raw_path)
+        except NoRoute:
+            body = exposition(self._collector)
+            return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return await self._forward(request)
+
+    def _running(self) -> dict[str, tuple[str, Revision]]:
+        if self.activator is None:
+            return {}
+        names = ((s.name, t.revision) for s in self.table.services.values() for t in s.targets)
+        return self.activator.revisions(names)
 
     async def _routes(self, request: web.Request) -> web.Response:
         return web.json_response(self.describe(), dumps=lambda o: orjson.dumps(o).decode())

@@ -225,6 +225,7 @@ class Revision:
         self.queued = 0  # requests waiting at the gateway's breaker for it
         self.woken = threading.Event()  # set by the activator: decide now (scale from zero)
         self._cold: Replica | None = None  # the last replica started from zero
+        self.cold_starts = 0
         self._sampled = time.monotonic()
         self._env, self._backoff, self._first_port = env, backoff, first_port
         self._platform_env = platform_env
@@ -344,6 +345,7 @@ class Revision:
                 self._replicas.append(replica)
                 if not live and i == 0:
                     self._cold = replica
+                    self.cold_starts += 1
                 replica.start()
             for replica in live[count:][::-1]:
                 replica.retiring = True

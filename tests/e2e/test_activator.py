@@ -78,6 +78,8 @@ def test_requests_sent_as_soon_as_the_gateway_answers_are_all_answered(tmp_path:
             with ThreadPoolExecutor(len(paths)) as pool:
                 statuses = list(pool.map(predict, paths))
             assert statuses == [200] * len(paths)
+            # the platform's metrics are the cluster-local listener's, not the public one's
+            assert httpx.get(f"{url}/metrics").status_code == 404
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(60)

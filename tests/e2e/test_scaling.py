@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from emulators.autoscaler import AutoscalerConfig
 from emulators.manifests import REPO_ROOT
@@ -53,7 +54,9 @@ def manifests(tmp_path: Path, services: dict[str, dict[str, str]], eventing: lis
                 entry["value"] = "1"  # a replica is one process: two cores go further
         (knative / "services" / f"{name}.yaml").write_text(yaml.safe_dump_all(docs))
     (knative / "kustomization.yaml").write_text(
-        yaml.safe_dump({"namespace": "t", "resources": [f"services/{n}.yaml" for n in services]})
+        yaml.safe_dump(
+            {"namespace": "ml-serving", "resources": [f"services/{n}.yaml" for n in services]}
+        )
     )
     if eventing:
         folder = tmp_path / "eventing"
@@ -61,7 +64,7 @@ def manifests(tmp_path: Path, services: dict[str, dict[str, str]], eventing: lis
         for name in eventing:
             shutil.copy(REPO_ROOT / "eventing" / name, folder)
         (folder / "kustomization.yaml").write_text(
-            yaml.safe_dump({"namespace": "t", "resources": eventing})
+            yaml.safe_dump({"namespace": "ml-serving", "resources": eventing})
         )
     return knative
 
@@ -89,6 +92,20 @@ def test_an_idle_service_scales_to_zero_and_its_next_request_is_answered(
     assert entry["replicas"] == 1
     assert entry["upstream"] is not None
     assert 0 < entry["cold_start_seconds"] < cold  # the process's start, inside the answer
+    metrics = httpx.get(f"{iris.url}/metrics")
+    assert metrics.headers["Content-Type"].startswith("text/plain; version=")
+    series = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(metrics.text)
+        for sample in family.samples
+    }
+    iris_1 = (("revision", "iris-00001"), ("service", "iris"))
+    assert series["mlf_revision_replicas", iris_1] == 1
+    assert series["mlf_revision_cold_starts_total", iris_1] == 2  # the first start, and now
+    assert series["mlf_gateway_requests_total", (("code", "200"), *iris_1)] == 2
+    # a Service's own /metrics, by its Host, is still the Service's
+    own = httpx.get(f"{iris.url}/metrics", headers={"Host": "iris.ml-serving.example.com"})
+    assert "mlf_requests_total" in own.text
 
 
 def test_a_load_above_the_target_brings_a_second_replica_that_goes_away_after(
