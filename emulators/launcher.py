@@ -1,6 +1,8 @@
-"""Launcher: one server process per Knative Service revision, as the cluster would run it.
+"""Launcher: the replicas of each Knative Service revision, as the cluster would run its pods.
 
-Each process is the container's entry point (``python -m functions.core.serve``) with the
+A ``Revision`` has as many ``Replica`` processes as its autoscaler wants (``autoscaler.Kpa``,
+ticked here every two seconds, at once when the activator asks for a revision at zero); the
+launcher's own command runs one per revision, never scaled. Each process is the container's entry point (``python -m functions.core.serve``) with the
 Service's env from the manifest plus what Knative injects (``PORT``, ``K_SERVICE``,
 ``K_REVISION``, ``K_CONFIGURATION``) and what the rest of the platform gives that Service
 (``service_env``: ``K_SINK`` from a SinkBinding, the event-auth settings of a subscriber).
@@ -215,15 +217,18 @@ class Revision:
         scaling: Scaling | None = None,
         first_port: int | None = None,
         platform_env: Mapping[str, str] | None = None,
+        woken_any: threading.Event | None = None,
     ) -> None:
         """``scaling`` None: one replica, always (the launcher's own command);
-        ``platform_env`` wins over the manifest's, as a SinkBinding's K_SINK does."""
+        ``platform_env`` wins over the manifest's, as a SinkBinding's K_SINK does;
+        ``woken_any`` is set with ``woken``, for the autoscaler's loop to wait on."""
         self.spec, self.host = spec, host
         self.scaling = scaling
         self.kpa = Kpa(scaling, time.monotonic()) if scaling else None
         self.held = 0  # requests the activator holds for it now
         self.queued = 0  # requests waiting at the gateway's breaker for it
         self.woken = threading.Event()  # set by the activator: decide now (scale from zero)
+        self._woken_any = woken_any
         self._cold: Replica | None = None  # the last replica started from zero
         self.cold_starts = 0
         self._sampled = time.monotonic()
@@ -266,6 +271,8 @@ class Revision:
 
     def wake(self) -> None:
         self.woken.set()
+        if self._woken_any is not None:
+            self._woken_any.set()
 
     # -- the legacy single-process view (the launcher's command, tests that kill one) ---------
 
@@ -418,6 +425,7 @@ class Launcher:
         None: one replica per revision, never scaled (nothing holds requests for a revision
         at zero without the gateway's activator)."""
         service_env = service_env or {}
+        self._woken = threading.Event()  # the activator woke some revision
         specs = knative_services(load_kustomization(knative_dir))
         self.revisions = {
             spec.name: Revision(
@@ -430,6 +438,7 @@ class Launcher:
                 else None,
                 first_port + i if first_port else None,
                 service_env.get(spec.name),
+                self._woken,
             )
             for i, spec in enumerate(specs)
         }
@@ -447,7 +456,9 @@ class Launcher:
     def _autoscale(self) -> None:
         """Every revision's decision each ``TICK``, and at once for one the activator woke."""
         next_tick = time.monotonic() + TICK
-        while not self._stopping.wait(0.02):
+        while not self._stopping.is_set():
+            self._woken.wait(max(next_tick - time.monotonic(), 0))
+            self._woken.clear()
             now = time.monotonic()
             due = now >= next_tick
             for revision in list(self.revisions.values()):
@@ -479,6 +490,7 @@ class Launcher:
 
     def stop(self) -> None:
         self._stopping.set()
+        self._woken.set()
         threads = [threading.Thread(target=r.stop) for r in self.revisions.values()]
         for thread in threads:
             thread.start()
