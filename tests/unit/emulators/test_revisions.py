@@ -58,7 +58,7 @@ def test_revisions_are_numbered_by_generation_unless_the_template_names_one() ->
 def test_the_template_name_and_latest_revision_flags_come_from_the_manifest() -> None:
     named = copy.deepcopy(TEMPLATE)
     named["metadata"]["name"] = "iris-blue"
-    traffic = [
+    traffic: list[dict[str, Any]] = [
         {"latestRevision": True, "percent": 90},
         {"revisionName": "iris-00001", "percent": 10, "tag": "old"},
     ]
