@@ -519,8 +519,8 @@ class Launcher:
                 else:
                     self._specs[name] = spec  # its traffic block may have changed
             for name in [n for n in self.revisions if n not in specs]:
-                del self.revisions[name], self._specs[name]
-                self._latest_ready.pop(name, None)
+                del self.revisions[name], self._specs[name], self._generation[name]
+                self._latest_ready.pop(name, None)  # added again, it starts over at 00001
                 for revision in self._history.pop(name):
                     self._drain(revision, "its Service was removed")
         self._collect()
