@@ -526,18 +526,20 @@ class Launcher:
         self._collect()
 
     def latest_ready(self, service: str) -> str | None:
-        """The newest revision of ``service`` that became ready (Knative's
-        ``latestReadyRevisionName``): where its ``latestRevision`` traffic goes."""
-        for revision in reversed(list(self._history.get(service, ()))):
+        """Where ``service``'s ``latestRevision`` traffic goes: its newest revision that
+        became ready (Knative's ``latestReadyRevisionName``), else, while none has, its newest
+        (the activator holds requests for it); None for a Service that does not run here."""
+        history = list(self._history.get(service, ()))
+        for revision in reversed(history):
             if revision.was_ready:
                 return revision.spec.revision
-        return None
+        return history[-1].spec.revision if history else None
 
     def _collect(self) -> None:
         """Drain each revision, but the latest, that no traffic target points at now."""
         with self._lock:
             for name, history in self._history.items():
-                ready = self.latest_ready(name)
+                ready = next((r.spec.revision for r in history[::-1] if r.was_ready), None)
                 if ready and self._latest_ready.setdefault(name, ready) != ready:
                     emit(f"{name:>16} > latestRevision traffic now goes to {ready}: it is ready")
                     self._latest_ready[name] = ready

@@ -7,9 +7,14 @@ import random
 from pathlib import Path
 from typing import Any
 
+import pytest
+import yaml
+
+from emulators.launcher import Launcher
 from emulators.manifests import Resource, service_spec
 from emulators.revisions import revision_name, routed, template_hash
 from emulators.routing import RouteTable
+from tests.helpers import poll_until
 
 TEMPLATE: dict[str, Any] = {
     "metadata": {"annotations": {"autoscaling.knative.dev/min-scale": "0"}},
@@ -104,3 +109,44 @@ def test_latest_revision_traffic_and_its_tag_go_to_the_newest_ready_revision() -
     assert revision({}) == "iris-00002"
     assert revision({"knative-serving-tag": "latest"}) == "iris-00002"
     assert revision({"knative-serving-tag": "first"}) == "iris-00001"
+
+
+def write_services(folder: Path, models: dict[str, str]) -> None:
+    """A kustomization of one Service per entry of ``models`` (name -> its MODEL_NAME)."""
+    for name, model in models.items():
+        doc = ksvc(copy.deepcopy(TEMPLATE)).doc
+        doc["metadata"]["name"] = name
+        doc["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"] = model
+        (folder / f"{name}.yaml").write_text(yaml.safe_dump(doc))
+    kustomization = {"resources": [f"{name}.yaml" for name in models]}
+    (folder / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+
+
+def test_reload_makes_the_next_revision_and_drains_what_lost_its_traffic(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The launcher's bookkeeping, before any process starts (``start`` is not called)."""
+    write_services(tmp_path, {"a": "iris-svc", "b": "iris-svc"})
+    launcher = Launcher(tmp_path, {})
+    first = dict(launcher.revisions)
+    assert {n: r.spec.revision for n, r in first.items()} == {"a": "a-00001", "b": "b-00001"}
+    launcher.reload()  # nothing changed: no revision
+    assert launcher.revisions == first
+    write_services(tmp_path, {"a": "iris-rf", "c": "iris-svc"})
+    launcher.reload()
+    assert launcher.revisions["a"].spec.revision == "a-00002"
+    assert launcher.revisions["c"].spec.revision == "c-00001"
+    assert "b" not in launcher.revisions
+    assert launcher.latest_ready("a") == "a-00002"  # none was ready: the newest
+    assert launcher.latest_ready("b") is None
+    # a-00001 was never ready and no traffic points at it; b's Service is gone
+    poll_until(
+        lambda: set(launcher.all_revisions) == {"a-00002", "c-00001"}, 10, "a-00001, b drained"
+    )
+    assert first["a"].stopped
+    assert first["b"].stopped
+    launcher.stop()
+    log = capsys.readouterr().out
+    assert "a + revision a-00002: its template changed (from a-00001)" in log
+    assert "c + revision c-00001: a new Service" in log
+    assert "b - revision b-00001 drains: its Service was removed" in log
