@@ -577,7 +577,7 @@ class Launcher:
                     revision.tick(now, sample=due)
             if due:
                 next_tick = now + TICK
-            self._collect()
+                self._collect()
 
     def status(self, revision: str) -> Revision | None:
         """A revision by its name (``<service>-00001``), None where none runs here."""
