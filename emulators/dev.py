@@ -3,8 +3,9 @@
 Starts the broker (eventing/), one process per Knative Service (the launcher, with
 ``K_SINK`` from the SinkBindings), and the gateway on one port (default 8080) that routes
 to them as the cluster's ingress would; prints the routes a user can curl and streams every
-process's log lines prefixed with its Service name. Edited manifests re-route the gateway
-and the broker without a restart.
+process's log lines prefixed with its Service name. Edited manifests take effect without a
+restart: the broker and the gateway re-route, and the launcher starts a new Service, the next
+revision of a changed one, and drains what no traffic points at (docs/serving.md).
 
 Calls inside the platform (a Service calling another by its Knative URL, the broker
 delivering to a Service) go through a second, cluster-local listener of the gateway, as
@@ -150,7 +151,7 @@ async def serve(
         issuer=platform.issuer,
     )
     gateway = Gateway(
-        lambda: RouteTable.build(platform.resources(), {}, platform.rng),
+        lambda: RouteTable.build(platform.resources(), {}, platform.rng, launcher.latest_ready),
         platform.gateway_url,
         next((f"{platform.broker_url}/{key}" for key in broker.topology.brokers), None),
         local_url=platform.local_gateway_url,
@@ -166,7 +167,11 @@ async def serve(
     for app in (public_app, local_app):
         app.middlewares.insert(0, in_flight.middleware)  # outermost: every answer
     local_app.cleanup_ctx.append(
-        watch([platform.knative, platform.eventing], [gateway.reload, broker.reload])
+        # the launcher first: a new Service's revision exists once its route does
+        watch(
+            [platform.knative, platform.eventing],
+            [launcher.reload, gateway.reload, broker.reload],
+        )
     )
     public_runner, local_runner = (
         gateway.runner(app, access_log=None, shutdown_timeout=grace)
@@ -321,8 +326,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s platform | %(message)s")
     quiet_per_call_loggers(logging.INFO)  # the launcher's readiness probes
     platform = Platform(args.knative, args.eventing, args.host, args.port, args.seed)
-    resources = platform.resources()
-    sinks = sink_bindings(resources, platform.resolve)
     # Services calling others by their Knative URL (*.svc.cluster.local) reach them through
     # the cluster-local gateway, as in a cluster (functions/core/client.py).
     # Each Service's server says only what went wrong: the launcher prints when it is ready.
@@ -336,8 +339,14 @@ def main(argv: list[str] | None = None) -> int:
         scale_to_zero_grace_period=args.scale_to_zero_grace_period,
         max_scale_limit=args.max_scale_limit,
     )
-    # The Services the broker delivers to check each delivery's token (EVENT_AUTH=oidc).
-    services = service_env(sinks, subscriber_env(platform.issuer, resources))
+
+    def services() -> dict[str, dict[str, str]]:
+        """K_SINK from the SinkBindings; the Services the broker delivers to check each
+        delivery's token (EVENT_AUTH=oidc). Asked again for each new revision."""
+        resources = platform.resources()
+        sinks = sink_bindings(resources, platform.resolve)
+        return service_env(sinks, subscriber_env(platform.issuer, resources))
+
     launcher = Launcher(args.knative, env, service_env=services, autoscaler=scaling)
     uvloop.run(
         serve(

@@ -340,9 +340,10 @@ class Gateway:
                         "revision": t.revision,
                         "tag": t.tag,
                         "percent": t.percent,
+                        "latest_revision": t.latest,
                         **self._replicas(t),
                     }
-                    for t in svc.targets
+                    for t in (self.table.resolve(name, t) for t in svc.targets)
                 ]
                 entry["rules"] = []
             else:

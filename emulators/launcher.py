@@ -23,7 +23,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import IO
 
@@ -32,6 +33,7 @@ import httpx
 from emulators.autoscaler import TICK, AutoscalerConfig, Kpa, Scaling
 from emulators.manifests import REPO_ROOT, ServiceSpec, knative_services, load_kustomization
 from emulators.processes import free_port
+from emulators.revisions import revision_name, routed
 
 _print_lock = threading.Lock()
 
@@ -238,6 +240,8 @@ class Revision:
         self._lock = threading.Lock()
         self._stopped = False
         self._restarts_of_gone = 0
+        self._was_ready = False  # of replicas gone: one became ready once
+        self.draining = False  # no traffic left on it: it finishes what it has, then stops
 
     # -- what the activator and the gateway read ---------------------------------------------
 
@@ -256,6 +260,11 @@ class Revision:
     @property
     def stopped(self) -> bool:
         return self._stopped
+
+    @property
+    def was_ready(self) -> bool:
+        """A replica of it became ready once: Knative's Ready revision (even at zero since)."""
+        return self._was_ready or any(r.ready_after is not None for r in self._replicas)
 
     @property
     def reason(self) -> str:
@@ -369,6 +378,7 @@ class Revision:
             if replica in self._replicas:
                 self._replicas.remove(replica)
                 self._restarts_of_gone += replica.restarts
+                self._was_ready = self._was_ready or replica.ready_after is not None
 
     def tick(self, now: float, sample: bool = True) -> None:
         """One autoscaler decision; ``sample``: first take the concurrency seen since the last
@@ -384,6 +394,20 @@ class Revision:
         self.woken.clear()
         wanted = self.kpa.desired(now, self.replicas, wanted_now=woken and self.held > 0)
         self.scale(wanted, self.kpa.reason)
+
+    def drain(self, quiet: float = 1.0) -> None:
+        """Stop once nothing was in flight, held or queued at it for ``quiet`` seconds (what
+        the gateway routed to it before its traffic moved finishes first), at most
+        ``timeoutSeconds`` after that, as Knative takes an unrouted revision's pods away."""
+        deadline = time.monotonic() + quiet + self.spec.timeout_seconds
+        calm_since: float | None = None
+        while not self._stopped and (now := time.monotonic()) < deadline:
+            if self.in_flight or self.held or self.queued:
+                calm_since = None
+            elif now - (calm_since := calm_since or now) >= quiet:
+                break
+            time.sleep(0.05)
+        self.stop()
 
     def stop(self, timeout: float = 15.0) -> None:
         with self._lock:
@@ -407,8 +431,16 @@ def service_env(
     return merged
 
 
+ServiceEnv = Mapping[str, Mapping[str, str]]
+
+
 class Launcher:
-    """Every Knative Service of a kustomization, each as a supervised ``Revision``."""
+    """Every Knative Service of a kustomization, each as its supervised ``Revision`` s: the
+    latest one per Service (``revisions``), and those traffic still points at
+    (``all_revisions``, by revision name). ``reload`` follows the manifests as a cluster
+    follows ``kubectl apply``: a new Service starts, a changed template makes the next
+    revision, and a revision no traffic points at any more (a removed Service's too) drains
+    and stops."""
 
     def __init__(
         self,
@@ -417,59 +449,152 @@ class Launcher:
         first_port: int = 0,
         host: str = "127.0.0.1",
         backoff: tuple[float, float] = (1.0, 30.0),
-        service_env: Mapping[str, Mapping[str, str]] | None = None,
+        service_env: ServiceEnv | Callable[[], ServiceEnv] | None = None,
         autoscaler: AutoscalerConfig | None = None,
     ) -> None:
         """``service_env`` maps Service names to what the platform gives them beyond the
-        manifest (``K_SINK``, event auth): it wins over the manifest's env. ``autoscaler``
-        None: one replica per revision, never scaled (nothing holds requests for a revision
-        at zero without the gateway's activator)."""
-        service_env = service_env or {}
+        manifest (``K_SINK``, event auth): it wins over the manifest's env; a callable is
+        asked again for each new revision (the manifests it reads may have changed).
+        ``autoscaler`` None: one replica per revision, never scaled (nothing holds requests
+        for a revision at zero without the gateway's activator)."""
+        self._dir, self._env, self._host, self._backoff = knative_dir, env, host, backoff
+        self._autoscaler_config = autoscaler
+        if service_env is None or isinstance(service_env, Mapping):
+            fixed: ServiceEnv = service_env or {}
+            self._service_env: Callable[[], ServiceEnv] = lambda: fixed
+        else:
+            self._service_env = service_env
+        self.revisions: dict[str, Revision] = {}  # Service name -> its latest revision
+        self.all_revisions: dict[str, Revision] = {}  # revision name -> every one running
+        self._history: dict[str, list[Revision]] = {}  # per Service, oldest first, not draining
+        self._specs: dict[str, ServiceSpec] = {}  # each Service as its manifest says now
+        self._generation: dict[str, int] = {}
+        self._latest_ready: dict[str, str] = {}  # what the log last said of each
+        self._lock = threading.RLock()
+        self._started = False
         self._woken = threading.Event()  # the activator woke some revision
-        specs = knative_services(load_kustomization(knative_dir))
-        self.revisions = {
-            spec.name: Revision(
-                spec,
-                env,
-                host,
-                backoff,
-                Scaling.of(spec.annotations, spec.container_concurrency, autoscaler)
-                if autoscaler
-                else None,
-                first_port + i if first_port else None,
-                service_env.get(spec.name),
-                self._woken,
-            )
-            for i, spec in enumerate(specs)
-        }
-        self._by_revision = {r.spec.revision: r for r in self.revisions.values()}
-        self._scaling = autoscaler is not None
+        platform = self._service_env()
+        for i, spec in enumerate(knative_services(load_kustomization(knative_dir))):
+            self._create(spec, platform, first_port + i if first_port else None, "")
         self._stopping = threading.Event()
         self._autoscaler = threading.Thread(target=self._autoscale, name="autoscaler", daemon=True)
 
-    def start(self) -> None:
-        for revision in self.revisions.values():
+    def _create(self, spec: ServiceSpec, platform: ServiceEnv, port: int | None, why: str) -> None:
+        """The next revision of ``spec``'s Service, started if the launcher runs."""
+        generation = self._generation.get(spec.name, 0) + 1
+        named = spec.revision if spec.named else None
+        name, generation = revision_name(spec.name, generation, named, self.all_revisions)
+        if name in self.all_revisions:  # Knative refuses a changed template under a used name
+            emit(f"{spec.name:>16} ! its template changed but still names {name}: not applied")
+            return
+        self._generation[spec.name] = generation
+        revision = Revision(
+            replace(spec, revision=name),
+            self._env,
+            self._host,
+            self._backoff,
+            Scaling.of(spec.annotations, spec.container_concurrency, self._autoscaler_config)
+            if self._autoscaler_config
+            else None,
+            port,
+            platform.get(spec.name),
+            self._woken,
+        )
+        self.revisions[spec.name] = self.all_revisions[name] = revision
+        self._history.setdefault(spec.name, []).append(revision)
+        self._specs[spec.name] = spec
+        if why:
+            emit(f"{spec.name:>16} + revision {name}: {why}")
+        if self._started:
             revision.start()
-        if self._scaling:
-            self._autoscaler.start()
+
+    def start(self) -> None:
+        with self._lock:
+            self._started = True
+            for revision in self.all_revisions.values():
+                revision.start()
+        self._autoscaler.start()
+
+    def reload(self) -> None:
+        """Act on the manifests as they are now (``manifests.watch`` calls it)."""
+        specs = {s.name: s for s in knative_services(load_kustomization(self._dir))}
+        platform = self._service_env()
+        with self._lock:
+            for name, spec in specs.items():
+                current = self.revisions.get(name)
+                if current is None:
+                    self._create(spec, platform, None, "a new Service")
+                elif current.spec.template_hash != spec.template_hash:
+                    why = f"its template changed (from {current.spec.revision})"
+                    self._create(spec, platform, None, why)
+                else:
+                    self._specs[name] = spec  # its traffic block may have changed
+            for name in [n for n in self.revisions if n not in specs]:
+                del self.revisions[name], self._specs[name], self._generation[name]
+                self._latest_ready.pop(name, None)  # added again, it starts over at 00001
+                for revision in self._history.pop(name):
+                    self._drain(revision, "its Service was removed")
+        self._collect()
+
+    def latest_ready(self, service: str) -> str | None:
+        """Where ``service``'s ``latestRevision`` traffic goes: its newest revision that
+        became ready (Knative's ``latestReadyRevisionName``), else, while none has, its newest
+        (the activator holds requests for it); None for a Service that does not run here."""
+        history = list(self._history.get(service, ()))
+        for revision in reversed(history):
+            if revision.was_ready:
+                return revision.spec.revision
+        return history[-1].spec.revision if history else None
+
+    def _collect(self) -> None:
+        """Drain each revision, but the latest, that no traffic target points at now."""
+        with self._lock:
+            for name, history in self._history.items():
+                ready = next((r.spec.revision for r in history[::-1] if r.was_ready), None)
+                if ready and self._latest_ready.setdefault(name, ready) != ready:
+                    emit(f"{name:>16} > latestRevision traffic now goes to {ready}: it is ready")
+                    self._latest_ready[name] = ready
+                keep = routed(self._specs[name].traffic, ready, history[-1].spec.revision)
+                for revision in history[:-1]:
+                    if revision.spec.revision not in keep:
+                        self._drain(revision, "no traffic points at it")
+
+    def _drain(self, revision: Revision, why: str) -> None:
+        name = revision.spec.revision
+        history = self._history.get(revision.spec.name, [])
+        if revision in history:
+            history.remove(revision)
+        revision.draining = True
+        emit(f"{revision.spec.name:>16} - revision {name} drains: {why}")
+
+        def drain() -> None:
+            revision.drain()
+            with self._lock:
+                if self.all_revisions.get(name) is revision:
+                    del self.all_revisions[name]
+            emit(f"{revision.spec.name:>16} - revision {name} stopped")
+
+        threading.Thread(target=drain, name=f"drain {name}", daemon=True).start()
 
     def _autoscale(self) -> None:
-        """Every revision's decision each ``TICK``, and at once for one the activator woke."""
+        """Every revision's decision each ``TICK``, and at once for one the activator woke;
+        and the revisions left without traffic drained."""
         next_tick = time.monotonic() + TICK
         while not self._stopping.is_set():
             self._woken.wait(max(next_tick - time.monotonic(), 0))
             self._woken.clear()
             now = time.monotonic()
             due = now >= next_tick
-            for revision in list(self.revisions.values()):
+            for revision in list(self.all_revisions.values()):
                 if due or revision.woken.is_set():
                     revision.tick(now, sample=due)
             if due:
                 next_tick = now + TICK
+                self._collect()
 
     def status(self, revision: str) -> Revision | None:
         """A revision by its name (``<service>-00001``), None where none runs here."""
-        return self._by_revision.get(revision)
+        return self.all_revisions.get(revision)
 
     def wait_ready(
         self,
@@ -477,13 +602,14 @@ class Launcher:
         stop: threading.Event | None = None,
         names: Sequence[str] | None = None,
     ) -> list[str]:
-        """Names of the revisions (of ``names``, None: all) not ready within ``timeout``
-        seconds, or once ``stop`` is set (a SIGTERM must not wait for Services that may never
-        become ready)."""
+        """Names of the Services (of ``names``, None: all) whose latest revision is not
+        ready within ``timeout`` seconds, or once ``stop`` is set (a SIGTERM must not wait for
+        Services that may never become ready)."""
         stop = stop or threading.Event()
         deadline = time.monotonic() + timeout
-        wanted = {n: self.revisions[n] for n in names} if names is not None else self.revisions
         while True:
+            latest = dict(self.revisions)
+            wanted = {n: latest[n] for n in names} if names is not None else latest
             missing = [n for n, r in wanted.items() if not r.wait_ready(0)]
             if not missing or time.monotonic() >= deadline or stop.wait(0.1):
                 return missing
@@ -491,7 +617,9 @@ class Launcher:
     def stop(self) -> None:
         self._stopping.set()
         self._woken.set()
-        threads = [threading.Thread(target=r.stop) for r in self.revisions.values()]
+        with self._lock:
+            revisions = list(self.all_revisions.values())
+        threads = [threading.Thread(target=r.stop) for r in revisions]
         for thread in threads:
             thread.start()
         for thread in threads:

@@ -236,17 +236,20 @@ class LocalPlatform:
         progress_deadline: float = 120.0,
         require_ready: Sequence[str] | None = None,
         autoscaler: AutoscalerConfig | None = None,
+        watch_manifests: bool = False,
     ) -> None:
         """``time_scale`` shrinks the broker's backoffs (not its delivery timeouts);
         ``progress_deadline`` bounds how long the gateway holds a request for a revision that
         is not ready; ``require_ready`` names the Services it waits for (None: all);
-        ``autoscaler`` is config-autoscaler's (None: Knative's defaults)."""
+        ``autoscaler`` is config-autoscaler's (None: Knative's defaults);
+        ``watch_manifests``: follow edits of the manifests as `make dev` does (the same watch
+        reloads the launcher, the gateway and the broker)."""
         from emulators.activator import Activator
         from emulators.autoscaler import AutoscalerConfig
         from emulators.broker import Broker, Topology, local_resolver, sink_bindings
         from emulators.gateway import Gateway
         from emulators.launcher import Launcher, service_env
-        from emulators.manifests import load_kustomization
+        from emulators.manifests import load_kustomization, watch
         from emulators.oidc import Issuer, subscriber_env
         from emulators.routing import RouteTable
 
@@ -266,21 +269,30 @@ class LocalPlatform:
             issuer=self.issuer,
         )
         self.broker = AppThread(self.events.app(), port=broker_port)
-        sinks = sink_bindings(resources(), resolve)
+
+        def services() -> dict[str, dict[str, str]]:
+            sinks = sink_bindings(resources(), resolve)
+            return service_env(sinks, subscriber_env(self.issuer, resources()))
+
         self.launcher = Launcher(
             knative,
             {**os.environ, "CLUSTER_LOCAL_GATEWAY": self.url, **env},
             backoff=(0.2, 2.0),
-            service_env=service_env(sinks, subscriber_env(self.issuer, resources())),
+            service_env=services,
             autoscaler=autoscaler or AutoscalerConfig(),
         )
         self.launcher.start()
         gateway = Gateway(
-            lambda: RouteTable.build(resources(), {}),
+            lambda: RouteTable.build(resources(), {}, latest_ready=self.launcher.latest_ready),
             self.url,
             activator=Activator(self.launcher.status, progress_deadline),
         )
-        self.gateway = AppThread(gateway.runner(gateway.app(), access_log=None), gateway_port)
+        app = gateway.app()
+        if watch_manifests:
+            folders = [knative, *([eventing] if eventing else [])]
+            reloads = [self.launcher.reload, gateway.reload, self.events.reload]
+            app.cleanup_ctx.append(watch(folders, reloads, poll=0.2))
+        self.gateway = AppThread(gateway.runner(app, access_log=None), gateway_port)
         missing = self.launcher.wait_ready(120, names=require_ready)
         if missing:
             self.stop()
