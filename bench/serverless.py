@@ -91,7 +91,7 @@ def idle_memory() -> tuple[tuple[float, float], tuple[float, float]]:
         command = dev_platform(REPO / "knative", REPO / "eventing", port, *flags)
         ready = f"{gateway}/iris/v2/health/ready"
         with running(command, {"LOG_LEVEL": "WARNING"}, ready, REPO) as pid:
-            _until(lambda s=settled: s(_replicas(gateway)), 180, f"not settled ({flags})")
+            _until(lambda s=settled, g=gateway: s(_replicas(g)), 180, f"not settled ({flags})")
             time.sleep(2)  # the last drained processes exit
             measured.append(memory_mb(pid))
     return measured[0], measured[1]
