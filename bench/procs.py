@@ -15,11 +15,15 @@ from bench.load import Load
 from emulators.processes import spawn, stop_group
 
 
-def dev_platform(knative: Path, eventing: Path, port: int) -> list[str]:
-    """The command running `make dev`'s platform over these manifests (``eventing`` may not exist)."""
+def dev_platform(knative: Path, eventing: Path, port: int, *flags: str) -> list[str]:
+    """The command running `make dev`'s platform over these manifests (``eventing`` may not
+    exist). Without ``flags``, each Service is held at one replica: the rows compare one
+    process behind the gateway with the same process called directly, so the autoscaler must
+    not add a second."""
     return [
         sys.executable, "-m", "emulators.dev",
         f"--knative={knative}", f"--eventing={eventing}", f"--port={port}",
+        *(flags or ["--max-scale-limit=1"]),
     ]  # fmt: skip
 
 

@@ -311,6 +311,12 @@ def main() -> int:
         results.extend(fanned)
         print("measuring sync-async ...", flush=True)
         sync_rows = sync_async.measure(SECONDS)
+        from bench import serverless
+
+        print("measuring cold starts and idle memory (scale to zero) ...", flush=True)
+        cold, memory = serverless.cold_starts(), serverless.idle_memory()
+        summary["cold_start_seconds"] = cold
+        summary["idle_memory_mb"] = {"all_up": memory[0], "at_zero": memory[1]}
     print("measuring ours beside the peer (KServe), interleaved ...", flush=True)
     rows, comparison = peer_rows(results[0].floor_p50_ms)
     results.extend(rows)
@@ -332,6 +338,8 @@ def main() -> int:
     if not SMOKE:
         print(fanout.summary(fanned))
         print(sync_async.table(sync_rows))
+        for line in serverless.summary(cold, memory):
+            print(line)
         summary["fanout_3_over_1"] = fanout.summary(fanned)
     for line in peer.summary(comparison):
         print(line)

@@ -3,8 +3,9 @@
 Starts the broker (eventing/), one process per Knative Service (the launcher, with
 ``K_SINK`` from the SinkBindings), and the gateway on one port (default 8080) that routes
 to them as the cluster's ingress would; prints the routes a user can curl and streams every
-process's log lines prefixed with its Service name. Edited manifests re-route the gateway
-and the broker without a restart.
+process's log lines prefixed with its Service name. Edited manifests take effect without a
+restart: the broker and the gateway re-route, and the launcher starts a new Service, the next
+revision of a changed one, and drains what no traffic points at (docs/serving.md).
 
 Calls inside the platform (a Service calling another by its Knative URL, the broker
 delivering to a Service) go through a second, cluster-local listener of the gateway, as
@@ -15,7 +16,13 @@ event it accepted (retries included); then each Service gets SIGTERM and drains;
 is bounded by ``--grace`` seconds. Events a Service's outbox could not hand over by then
 stay in its spool on disk and go out on the next start.
 
+The gateway listens before the Services are up: a request that comes before its Service is
+ready, or while the launcher restarts a crashed one, is held by the activator (up to
+``--progress-deadline``), as Knative's activator holds it, not refused.
+
     python -m emulators.dev [--port 8080] [--seed N] [--grace 10] [--max-event-bytes N]
+                            [--progress-deadline 120s] [--stable-window 60s]
+                            [--scale-to-zero-grace-period 30s] [--max-scale-limit N]
                             [--header-timeout 10] [--body-timeout 30]
 
 Both gateway listeners cut off a slow client (``emulators.deadlines``): a request head must
@@ -30,6 +37,7 @@ import errno
 import logging
 import os
 import random
+import re
 import secrets
 import signal
 import socket
@@ -41,8 +49,11 @@ from pathlib import Path
 import uvloop
 from aiohttp import web
 
+from emulators.activator import DEFAULT_PROGRESS_DEADLINE, Activator
+from emulators.autoscaler import AutoscalerConfig
 from emulators.broker import Broker, Topology, local_resolver, sink_bindings
 from emulators.deadlines import MAX_HEADER_TIMEOUT, ReadTimeouts
+from emulators.durations import go_seconds
 from emulators.gateway import Gateway
 from emulators.launcher import Launcher, emit, service_env
 from emulators.manifests import REPO_ROOT, Resource, load_kustomization, watch
@@ -126,13 +137,13 @@ async def serve(
     grace: float,
     token: str,
     max_event_bytes: int,
+    progress_deadline: float,
     timeouts: ReadTimeouts,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    upstreams = {r.spec.revision: r.url for r in launcher.revisions.values()}
     broker = Broker(
         lambda: Topology.build(platform.resources(), platform.resolve),
         grace=grace,
@@ -140,10 +151,12 @@ async def serve(
         issuer=platform.issuer,
     )
     gateway = Gateway(
-        lambda: RouteTable.build(platform.resources(), upstreams, platform.rng),
+        lambda: RouteTable.build(platform.resources(), {}, platform.rng, launcher.latest_ready),
         platform.gateway_url,
         next((f"{platform.broker_url}/{key}" for key in broker.topology.brokers), None),
         local_url=platform.local_gateway_url,
+        # requests that come before a Service is ready (its start, a restart) are held
+        activator=Activator(launcher.status, progress_deadline),
         timeouts=timeouts,
         issuer_url=platform.issuer.url,
     )
@@ -154,7 +167,11 @@ async def serve(
     for app in (public_app, local_app):
         app.middlewares.insert(0, in_flight.middleware)  # outermost: every answer
     local_app.cleanup_ctx.append(
-        watch([platform.knative, platform.eventing], [gateway.reload, broker.reload])
+        # the launcher first: a new Service's revision exists once its route does
+        watch(
+            [platform.knative, platform.eventing],
+            [launcher.reload, gateway.reload, broker.reload],
+        )
     )
     public_runner, local_runner = (
         gateway.runner(app, access_log=None, shutdown_timeout=grace)
@@ -261,6 +278,35 @@ def main(argv: list[str] | None = None) -> int:
         help="the broker answers 413 for a larger event",
     )
     parser.add_argument(
+        "--progress-deadline",
+        type=_seconds(),
+        default=DEFAULT_PROGRESS_DEADLINE,
+        metavar="DURATION",
+        help="how long a request waits for a Service's first ready replica (120s, 2m)",
+    )
+    parser.add_argument(
+        "--stable-window",
+        type=_seconds(),
+        default=AutoscalerConfig.stable_window,
+        metavar="DURATION",
+        help="the autoscaler's window: concurrency averaged over it; idle for it, a min-scale 0 "
+        "Service goes to zero after the grace period (config-autoscaler stable-window, 60s)",
+    )
+    parser.add_argument(
+        "--scale-to-zero-grace-period",
+        type=_seconds(zero=True),
+        default=AutoscalerConfig.scale_to_zero_grace_period,
+        metavar="DURATION",
+        help="after the stable window, before an idle Service stops (30s)",
+    )
+    parser.add_argument(
+        "--max-scale-limit",
+        type=int,
+        default=0,
+        metavar="N",
+        help="cap every Service's max-scale (config-autoscaler max-scale-limit; 0: none)",
+    )
+    parser.add_argument(
         "--header-timeout",
         type=_seconds(MAX_HEADER_TIMEOUT),
         default=ReadTimeouts.headers,
@@ -268,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--body-timeout",
-        type=_seconds(None),
+        type=_seconds(),
         default=ReadTimeouts.body,
         help="seconds a client has to send a request body, once its head came",
     )
@@ -280,8 +326,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s platform | %(message)s")
     quiet_per_call_loggers(logging.INFO)  # the launcher's readiness probes
     platform = Platform(args.knative, args.eventing, args.host, args.port, args.seed)
-    resources = platform.resources()
-    sinks = sink_bindings(resources, platform.resolve)
     # Services calling others by their Knative URL (*.svc.cluster.local) reach them through
     # the cluster-local gateway, as in a cluster (functions/core/client.py).
     # Each Service's server says only what went wrong: the launcher prints when it is ready.
@@ -290,9 +334,20 @@ def main(argv: list[str] | None = None) -> int:
     # What a cluster reads from the Secret prediction-log-token: the caller's API_TOKEN, or
     # one made for this run. Every Service gets it; those with tokened routes read it.
     env["API_TOKEN"] = env.get("API_TOKEN") or secrets.token_urlsafe(32)
-    # The Services the broker delivers to check each delivery's token (EVENT_AUTH=oidc).
-    services = service_env(sinks, subscriber_env(platform.issuer, resources))
-    launcher = Launcher(args.knative, env, service_env=services)
+    scaling = AutoscalerConfig(
+        stable_window=args.stable_window,
+        scale_to_zero_grace_period=args.scale_to_zero_grace_period,
+        max_scale_limit=args.max_scale_limit,
+    )
+
+    def services() -> dict[str, dict[str, str]]:
+        """K_SINK from the SinkBindings; the Services the broker delivers to check each
+        delivery's token (EVENT_AUTH=oidc). Asked again for each new revision."""
+        resources = platform.resources()
+        sinks = sink_bindings(resources, platform.resolve)
+        return service_env(sinks, subscriber_env(platform.issuer, resources))
+
+    launcher = Launcher(args.knative, env, service_env=services, autoscaler=scaling)
     uvloop.run(
         serve(
             platform,
@@ -302,26 +357,35 @@ def main(argv: list[str] | None = None) -> int:
             args.grace,
             env["API_TOKEN"],
             args.max_event_bytes,
+            args.progress_deadline,
             timeouts,
         )
     )
     return 0
 
 
-def _seconds(most: float | None) -> Callable[[str], float]:
-    """An argparse type: a positive number of seconds, at most ``most`` where given."""
+def _seconds(most: float | None = None, zero: bool = False) -> Callable[[str], float]:
+    """An argparse type: seconds (``30``) or a duration as Knative writes them (``10s``,
+    ``1m``); over 0 (or 0 too, with ``zero``), at most ``most`` where given."""
 
     def parse(text: str) -> float:
         try:
-            value = float(text)
+            value = float(text) if _PLAIN.fullmatch(text) else go_seconds(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-        if not 0 < value <= (most or float("inf")):
+            raise argparse.ArgumentTypeError(
+                f"not seconds or a duration (10s, 1m): {text!r}"
+            ) from None
+        if not (value >= 0 if zero else value > 0) or value > (most or float("inf")):
             bound = f" and at most {most:g}" if most else ""
-            raise argparse.ArgumentTypeError(f"{text} s: must be over 0{bound}")
+            raise argparse.ArgumentTypeError(
+                f"{text}: must be {'0 or ' if zero else ''}over 0{bound}"
+            )
         return value
 
     return parse
+
+
+_PLAIN = re.compile(r"\d+(\.\d*)?|\.\d+")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ from typing import Any
 import yaml
 from aiohttp import web
 
+from emulators.revisions import template_hash
+
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -72,6 +74,7 @@ class TrafficTarget:
     revision: str
     percent: int
     tag: str | None
+    latest: bool = False  # latestRevision: true (revision: the template's, until resolved)
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,8 @@ class ServiceSpec:
     annotations: dict[str, str] = field(default_factory=dict)
     traffic: tuple[TrafficTarget, ...] = ()
     cluster_local: bool = False  # labelled networking.knative.dev/visibility: cluster-local
+    template_hash: str = ""  # what tells one revision's template from the next
+    named: bool = False  # the template names its revision (metadata.name)
 
     def injected_env(self, port: int) -> dict[str, str]:
         """What Knative Serving adds to the container's env (the runtime contract)."""
@@ -109,7 +114,8 @@ def service_spec(resource: Resource) -> ServiceSpec:
     container = template["spec"]["containers"][0]
     probe = container.get("readinessProbe", {}).get("httpGet", {})
     # Knative names the first revision <service>-00001 unless the template does.
-    latest = template.get("metadata", {}).get("name", f"{meta['name']}-00001")
+    named = template.get("metadata", {}).get("name")
+    latest = named or f"{meta['name']}-00001"
     traffic = resource.doc["spec"].get("traffic") or [{"latestRevision": True, "percent": 100}]
     return ServiceSpec(
         name=meta["name"],
@@ -127,16 +133,19 @@ def service_spec(resource: Resource) -> ServiceSpec:
         timeout_seconds=int(template["spec"].get("timeoutSeconds", 300)),
         annotations=template.get("metadata", {}).get("annotations", {}),
         cluster_local=meta.get("labels", {}).get(VISIBILITY_LABEL) == "cluster-local",
-        traffic=tuple(
-            TrafficTarget(
-                latest
-                if entry.get("latestRevision", "revisionName" not in entry)
-                else entry["revisionName"],
-                int(entry.get("percent", 0)),
-                entry.get("tag"),
-            )
-            for entry in traffic
-        ),
+        traffic=tuple(_target(entry, latest) for entry in traffic),
+        template_hash=template_hash(template),
+        named=named is not None,
+    )
+
+
+def _target(entry: dict[str, Any], latest: str) -> TrafficTarget:
+    follows = bool(entry.get("latestRevision", "revisionName" not in entry))
+    return TrafficTarget(
+        latest if follows else entry["revisionName"],
+        int(entry.get("percent", 0)),
+        entry.get("tag"),
+        follows,
     )
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from emulators.durations import go_seconds
@@ -34,6 +34,7 @@ class Target:
     percent: int
     tag: str | None
     upstream: str | None  # the revision process's URL; None when it does not run here
+    latest: bool = False  # latestRevision: true, resolved per request (RouteTable.resolve)
 
 
 @dataclass(frozen=True)
@@ -118,11 +119,17 @@ class NoRoute(LookupError):
     """No Service or VirtualService answers this host or path."""
 
 
+def _none(service: str) -> str | None:
+    return None
+
+
 @dataclass
 class RouteTable:
     services: dict[str, KService]
     virtual: dict[str, VirtualService]
     rng: random.Random = field(default_factory=random.Random)
+    latest_ready: Callable[[str], str | None] = _none
+    upstreams: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -130,13 +137,25 @@ class RouteTable:
         resources: list[Resource],
         upstreams: Mapping[str, str],
         rng: random.Random | None = None,
+        latest_ready: Callable[[str], str | None] = _none,
     ) -> RouteTable:
-        """``upstreams`` maps revision names to the URLs of their local processes."""
+        """``upstreams`` maps revision names to the URLs of their local processes;
+        ``latest_ready`` gives a Service's newest ready revision (Knative's
+        ``latestReadyRevisionName``), where ``latestRevision`` traffic goes; None (none ready
+        yet, or no launcher to ask): the template's revision."""
         services = {s.name: _kservice(s, upstreams) for s in knative_services(resources)}
         virtual = {
             v.name: v for r in resources if r.key in VIRTUAL_SERVICE_KINDS for v in [_virtual(r)]
         }
-        return cls(services, virtual, rng or random.Random())
+        return cls(services, virtual, rng or random.Random(), latest_ready, upstreams)
+
+    def resolve(self, service: str, target: Target) -> Target:
+        """``target`` with a ``latestRevision`` target's revision as it is now."""
+        if not target.latest or (revision := self.latest_ready(service)) is None:
+            return target
+        if revision == target.revision:
+            return target
+        return replace(target, revision=revision, upstream=self.upstreams.get(revision))
 
     def names(self) -> list[str]:
         return sorted({*self.services, *self.virtual})
@@ -212,6 +231,9 @@ class RouteTable:
         raise NoRoute(f"VirtualService {vs.name}: no http rule matches {path!r}")
 
     def _split(self, service: KService, tag: str | None) -> Target:
+        return self.resolve(service.name, self._pick(service, tag))
+
+    def _pick(self, service: KService, tag: str | None) -> Target:
         if tag:
             for target in service.targets:
                 if target.tag == tag:
@@ -239,7 +261,8 @@ class RouteTable:
 
 def _kservice(spec: ServiceSpec, upstreams: Mapping[str, str]) -> KService:
     targets = tuple(
-        Target(t.revision, t.percent, t.tag, upstreams.get(t.revision)) for t in spec.traffic
+        Target(t.revision, t.percent, t.tag, upstreams.get(t.revision), t.latest)
+        for t in spec.traffic
     )
     return KService(
         name=spec.name,

@@ -11,12 +11,12 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -28,6 +28,9 @@ from flask.testing import FlaskClient
 from emulators.processes import free_port, spawn, stop_group
 from functions.core import serve
 from functions.core.settings import REPO_ROOT
+
+if TYPE_CHECKING:
+    from emulators.autoscaler import AutoscalerConfig
 
 MODEL_DIR = REPO_ROOT / "build" / "models"
 SAMPLES = MODEL_DIR / "samples"
@@ -230,12 +233,23 @@ class LocalPlatform:
         eventing: Path | None,
         env: Mapping[str, str],
         time_scale: float = 0.2,
+        progress_deadline: float = 120.0,
+        require_ready: Sequence[str] | None = None,
+        autoscaler: AutoscalerConfig | None = None,
+        watch_manifests: bool = False,
     ) -> None:
-        """``time_scale`` shrinks the broker's backoffs (not its delivery timeouts)."""
+        """``time_scale`` shrinks the broker's backoffs (not its delivery timeouts);
+        ``progress_deadline`` bounds how long the gateway holds a request for a revision that
+        is not ready; ``require_ready`` names the Services it waits for (None: all);
+        ``autoscaler`` is config-autoscaler's (None: Knative's defaults);
+        ``watch_manifests``: follow edits of the manifests as `make dev` does (the same watch
+        reloads the launcher, the gateway and the broker)."""
+        from emulators.activator import Activator
+        from emulators.autoscaler import AutoscalerConfig
         from emulators.broker import Broker, Topology, local_resolver, sink_bindings
         from emulators.gateway import Gateway
         from emulators.launcher import Launcher, service_env
-        from emulators.manifests import load_kustomization
+        from emulators.manifests import load_kustomization, watch
         from emulators.oidc import Issuer, subscriber_env
         from emulators.routing import RouteTable
 
@@ -255,18 +269,31 @@ class LocalPlatform:
             issuer=self.issuer,
         )
         self.broker = AppThread(self.events.app(), port=broker_port)
-        sinks = sink_bindings(resources(), resolve)
+
+        def services() -> dict[str, dict[str, str]]:
+            sinks = sink_bindings(resources(), resolve)
+            return service_env(sinks, subscriber_env(self.issuer, resources()))
+
         self.launcher = Launcher(
             knative,
             {**os.environ, "CLUSTER_LOCAL_GATEWAY": self.url, **env},
             backoff=(0.2, 2.0),
-            service_env=service_env(sinks, subscriber_env(self.issuer, resources())),
+            service_env=services,
+            autoscaler=autoscaler or AutoscalerConfig(),
         )
         self.launcher.start()
-        upstreams = {r.spec.revision: r.url for r in self.launcher.revisions.values()}
-        gateway = Gateway(lambda: RouteTable.build(resources(), upstreams), self.url)
-        self.gateway = AppThread(gateway.runner(gateway.app(), access_log=None), gateway_port)
-        missing = self.launcher.wait_ready(120)
+        gateway = Gateway(
+            lambda: RouteTable.build(resources(), {}, latest_ready=self.launcher.latest_ready),
+            self.url,
+            activator=Activator(self.launcher.status, progress_deadline),
+        )
+        app = gateway.app()
+        if watch_manifests:
+            folders = [knative, *([eventing] if eventing else [])]
+            reloads = [self.launcher.reload, gateway.reload, self.events.reload]
+            app.cleanup_ctx.append(watch(folders, reloads, poll=0.2))
+        self.gateway = AppThread(gateway.runner(app, access_log=None), gateway_port)
+        missing = self.launcher.wait_ready(120, names=require_ready)
         if missing:
             self.stop()
             raise AssertionError(f"not ready: {missing}")

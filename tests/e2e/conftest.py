@@ -50,7 +50,10 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         for name in SERVICES:
             wait_for(
                 lambda name=name: (
-                    True if httpx.get(f"{routes[name]}/health").status_code == 200 else None
+                    # one request is enough: the activator holds it until the Service is ready
+                    True
+                    if httpx.get(f"{routes[name]}/health", timeout=120).status_code == 200
+                    else None
                 ),
                 120,
                 f"{name} behind the gateway",

@@ -153,7 +153,13 @@ def test_routes_listing(gateway_to_echo: tuple[RunningGateway, Path], echo: str)
     assert other["url"] == f"{gw.url}/other"
     assert other["host"] == "other.ns.example.com"
     assert other["traffic"] == [
-        {"revision": "other-00001", "tag": None, "percent": 100, "upstream": echo}
+        {
+            "revision": "other-00001",
+            "tag": None,
+            "percent": 100,
+            "latest_revision": True,
+            "upstream": echo,
+        }
     ]
     assert set(routes["broker"]) == {"url"}
 

@@ -89,9 +89,9 @@ def dev_command(knative: Path, eventing: Path) -> tuple[list[str], str]:
 
 def routes(gateway: str) -> dict[str, Any]:
     """The gateway's routes once every Service behind it answers its readiness probe."""
-    listing: dict[str, Any] = httpx.get(f"{gateway}/_routes").json()
-    for entry in listing["services"]:
+    for entry in httpx.get(f"{gateway}/_routes").json()["services"]:
         wait_for(ready(f"{entry['url']}/health"), 60, f"{entry['name']} behind the gateway")
+    listing: dict[str, Any] = httpx.get(f"{gateway}/_routes").json()
     return listing
 
 
@@ -131,7 +131,9 @@ def test_dev_stopped_while_its_services_start_stops_them(tmp_path: Path) -> None
         listing = httpx.get(f"{gateway}/_routes").json()
         os.kill(process.pid, signal.SIGTERM)
         assert process.wait(30) == 0
-    for upstream in [t["upstream"] for s in listing["services"] for t in s["traffic"]]:
+    starting = [u for s in listing["services"] for t in s["traffic"] for u in t["replica_urls"]]
+    assert starting  # its process was started, not yet ready
+    for upstream in starting:
         assert refusing(upstream)(), upstream
 
 

@@ -254,8 +254,10 @@ def test_killed_worker_loses_no_job(platform: LocalPlatform) -> None:
     assert statuses == dict.fromkeys(ids, "done")
     assert worker.restarts == 1
     stats = httpx.get(f"{platform.broker.url}/_stats").json()
-    assert stats["retries"] > 0  # deliveries failed while the worker was down ...
-    assert stats.get("lost", 0) == stats.get("dead_lettered", 0) == 0  # ... and none was lost
+    # What came while it restarted was held by the activator, not refused: few retries, if
+    # any (a delivery on the wire at the kill), and none lost.
+    assert stats.get("retries", 0) <= 4
+    assert stats.get("lost", 0) == stats.get("dead_lettered", 0) == 0
 
 
 def test_the_flow_over_redis_and_a_result_past_its_ttl_is_gone(tmp_path: Path) -> None:
