@@ -2,15 +2,16 @@
 
 Routes by Host header (``<svc>.<ns>.<domain>``, ``<tag>-<svc>...``, a VirtualService host)
 or by a path prefix ``/<name>/...`` for curl convenience, following ``routing.RouteTable``:
-traffic split, tags, VirtualService rules, fault delay/abort and timeouts. Enforces
-``containerConcurrency`` as Knative's queue-proxy does (in-flight up to the limit, a queue of
-ten times it, then 503; per ready replica) and ``timeoutSeconds`` (504). Passes ``X-Request-Id`` (making one
-when none came, as Envoy does) and ``traceparent`` through, re-reads the manifests when they
-change (``reload``, driven by ``manifests.watch``) without dropping requests, and lists its
-routes at ``GET /_routes``. Every listener is served through ``Gateway.runner``, which cuts
-off a client that sends its request head or body too slowly (``emulators.deadlines``: 408).
-The path is routed and forwarded as it arrived, percent-encoding
-untouched, as Envoy does.
+traffic split, tags, VirtualService rules, fault delay/abort and timeouts. Holds a request
+for a revision with no ready replica (``activator``) and sends it to the least loaded one.
+Enforces ``containerConcurrency`` per ready replica as Knative's queue-proxy does (in flight
+up to the limit, a queue of ten times it, then 503) and ``timeoutSeconds`` (504). Passes
+``X-Request-Id`` (making one when none came, as Envoy does) and ``traceparent`` through,
+re-reads the manifests when they change (``reload``, driven by ``manifests.watch``) without
+dropping requests, and lists its routes at ``GET /_routes``. Every listener is served through
+``Gateway.runner``, which cuts off a client that sends its request head or body too slowly
+(``emulators.deadlines``: 408). The path is routed and forwarded as it arrived,
+percent-encoding untouched, as Envoy does.
 
 One gateway serves two listeners, as a cluster has two ingresses: ``app(public=True)`` is
 the public one (``knative-ingress-gateway``), which refuses cluster-local Services (labelled
@@ -62,9 +63,9 @@ PUBLIC = web.AppKey("public", bool)
 PLATFORM_HEADERS = frozenset({"x-ab-assignment"})
 
 DOMAIN = "example.com"  # Knative's default domain; curl with -H "Host: iris.ml-serving.example.com"
-# RFC 9110 §7.6.1 connection-specific fields, never forwarded by a proxy.
 CAPACITY_RECHECK = 0.25  # seconds a queued request waits before it looks for new replicas
 REFUSED_PAUSE = 0.05  # between connects to a revision that refused one (the launcher restarts it)
+# RFC 9110 §7.6.1 connection-specific fields, never forwarded by a proxy.
 HOP_BY_HOP = {
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
     "trailer", "transfer-encoding", "upgrade", "content-length", "host",

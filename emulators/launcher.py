@@ -250,12 +250,17 @@ class Revision:
         return self.spec.annotations
 
     @property
+    def live(self) -> list[Replica]:
+        """Its replicas that are not retiring: starting or ready."""
+        return [r for r in self._replicas if not r.retiring]
+
+    @property
     def serving(self) -> list[Replica]:
-        return [r for r in self._replicas if r.ready and not r.retiring]
+        return [r for r in self.live if r.ready]
 
     @property
     def ready(self) -> bool:
-        return any(r.ready and not r.retiring for r in self._replicas)
+        return any(r.ready for r in self.live)
 
     @property
     def stopped(self) -> bool:
@@ -270,7 +275,7 @@ class Revision:
     def reason(self) -> str:
         if self._stopped:
             return "stopped"
-        live = [r for r in self._replicas if not r.retiring]
+        live = self.live
         return live[0].reason if live else "scaled to zero"
 
     def pick(self) -> Replica | None:
@@ -287,7 +292,7 @@ class Revision:
 
     @property
     def first(self) -> Replica | None:
-        live = [r for r in self._replicas if not r.retiring]
+        live = self.live
         return live[0] if live else None
 
     @property
@@ -309,7 +314,7 @@ class Revision:
 
     @property
     def replica_urls(self) -> list[str]:
-        return [r.url for r in self._replicas if not r.retiring]
+        return [r.url for r in self.live]
 
     @property
     def in_flight(self) -> int:
@@ -322,7 +327,7 @@ class Revision:
 
     @property
     def desired(self) -> int:
-        return len([r for r in self._replicas if not r.retiring])
+        return len(self.live)
 
     def wait_ready(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -343,7 +348,7 @@ class Revision:
         with self._lock:
             if self._stopped:
                 return
-            live = [r for r in self._replicas if not r.retiring]
+            live = self.live
             if count == len(live):
                 return
             if why != "initial-scale":  # the first start is not worth a line

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from urllib.parse import urlsplit
 import httpx
 import psycopg
 import pytest
+import yaml
 from aiohttp import web
 from flask.testing import FlaskClient
 
@@ -183,6 +185,18 @@ def catch_all(handler: Handler) -> web.Application:
     app = web.Application()
     app.router.add_route("*", r"/{tail:[\s\S]*}", handler)
     return app
+
+
+def copy_kustomization(source: Path, folder: Path, files: Sequence[str], namespace: str) -> Path:
+    """``folder``: a kustomization of ``files`` (paths under ``source``, copied to the same
+    paths under ``folder``) in ``namespace``, for a platform over a few of the manifests."""
+    for name in files:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source / name, folder / name)
+    (folder / "kustomization.yaml").write_text(
+        yaml.safe_dump({"namespace": namespace, "resources": list(files)})
+    )
+    return folder
 
 
 class AppThread:

@@ -12,7 +12,6 @@ gateway's read deadlines, slowloris connections stayed open until the fd limit.
 from __future__ import annotations
 
 import base64
-import shutil
 import socket
 import time
 import uuid
@@ -23,14 +22,13 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 import pytest
-import yaml
 
 from emulators.oidc import Issuer, trigger_subject
 from functions.core import events
 from functions.core.event_data import PredictionLogData
 from functions.core.settings import REPO_ROOT
 from tests.e2e.conftest import BEARER, HEADER_TIMEOUT
-from tests.helpers import LocalPlatform, poll_until
+from tests.helpers import LocalPlatform, copy_kustomization, poll_until
 
 pytestmark = pytest.mark.e2e
 JSON = {"Content-Type": "application/json"}
@@ -239,20 +237,12 @@ def inner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform]:
     """The sync-async and prediction-log patterns with their broker, in-process, so a test
     holds the broker's issuer: it can sign what the broker signs, for one subscriber."""
     root = tmp_path_factory.mktemp("inner")
-    knative, eventing = root / "knative", root / "eventing"
-    (knative / "services").mkdir(parents=True)
-    eventing.mkdir()
     services = ["iris", "imagenet", "sync-async", "prediction-log", *SUBSCRIBERS]
-    for name in services:
-        shutil.copy(REPO_ROOT / "knative" / "services" / f"{name}.yaml", knative / "services")
-    kustomization = {"namespace": NAMESPACE, "resources": [f"services/{n}.yaml" for n in services]}
-    (knative / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
-    resources = ["broker.yaml", "sink-binding.yaml", "prediction-log.yaml", "sync-async.yaml"]
-    for name in resources:
-        shutil.copy(REPO_ROOT / "eventing" / name, eventing)
-    (eventing / "kustomization.yaml").write_text(
-        yaml.safe_dump({"namespace": NAMESPACE, "resources": resources})
+    knative = copy_kustomization(
+        REPO_ROOT / "knative", root / "knative", [f"services/{n}.yaml" for n in services], NAMESPACE
     )
+    resources = ["broker.yaml", "sink-binding.yaml", "prediction-log.yaml", "sync-async.yaml"]
+    eventing = copy_kustomization(REPO_ROOT / "eventing", root / "eventing", resources, NAMESPACE)
     env = {
         "LOG_STORE_URL": f"sqlite:///{root / 'log.sqlite3'}",
         "OUTBOX_DIR": str(root / "outbox"),

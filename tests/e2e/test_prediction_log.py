@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import time
 import uuid
@@ -19,7 +18,7 @@ from emulators.oidc import trigger_subject
 from functions.core import events
 from functions.core.event_data import PredictionLogData
 from functions.core.settings import REPO_ROOT
-from tests.helpers import LocalPlatform, wait_for
+from tests.helpers import LocalPlatform, copy_kustomization, wait_for
 
 pytestmark = pytest.mark.e2e
 SETOSA = {"data": [[5.1, 3.5, 1.4, 0.2]]}
@@ -38,26 +37,17 @@ def platform(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LocalPl
     the real manifests; the broker's backoffs at a fifth of theirs, or at the ``time_scale``
     a test marks."""
     marker = request.node.get_closest_marker("time_scale")
-    knative, eventing = tmp_path / "knative", tmp_path / "eventing"
-    (knative / "services").mkdir(parents=True)
-    eventing.mkdir()
-    for name in ("iris", *LOG_SERVICES):
-        shutil.copy(REPO_ROOT / "knative" / "services" / f"{name}.yaml", knative / "services")
+    services = [f"services/{name}.yaml" for name in ("iris", *LOG_SERVICES)]
+    knative = copy_kustomization(REPO_ROOT / "knative", tmp_path / "knative", services, NAMESPACE)
     # The tests freeze or kill the one process the Trigger delivers to: the autoscaler must
     # not add a second one beside it (as it would for the deliveries piling up there).
     ingest = knative / "services" / "prediction-log-ingest.yaml"
     doc = yaml.safe_load(ingest.read_text())
     doc["spec"]["template"]["metadata"]["annotations"]["autoscaling.knative.dev/max-scale"] = "1"
     ingest.write_text(yaml.safe_dump(doc))
-    services = [f"services/{name}.yaml" for name in ("iris", *LOG_SERVICES)]
-    (knative / "kustomization.yaml").write_text(
-        yaml.safe_dump({"namespace": NAMESPACE, "resources": services})
-    )
     resources = ["broker.yaml", "sink-binding.yaml", "prediction-log.yaml"]
-    for name in resources:
-        shutil.copy(REPO_ROOT / "eventing" / name, eventing)
-    (eventing / "kustomization.yaml").write_text(
-        yaml.safe_dump({"namespace": NAMESPACE, "resources": resources})
+    eventing = copy_kustomization(
+        REPO_ROOT / "eventing", tmp_path / "eventing", resources, NAMESPACE
     )
     env = {
         "LOG_STORE_URL": f"sqlite:///{tmp_path / 'log.sqlite3'}",
