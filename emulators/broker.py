@@ -38,6 +38,8 @@ from emulators.problems import problem, problems
 from functions.core import events
 from functions.core.errors import BadRequest, FunctionError, NotFound, PayloadTooLarge
 
+# Its own generator: the jitter must not draw from (or move) the global random state.
+_JITTER = random.Random()
 logger = logging.getLogger(__name__)
 
 BROKER = ("eventing.knative.dev/v1", "Broker")
@@ -269,7 +271,7 @@ class Broker:
         for attempt in range(policy.retry + 1):
             if attempt:
                 self.stats["retries"] += 1
-                spread = random.uniform(1 - self.jitter, 1 + self.jitter)
+                spread = _JITTER.uniform(1 - self.jitter, 1 + self.jitter)
                 await asyncio.sleep(policy.backoff(attempt) * spread * self.time_scale)
             token = self._token(trigger.audience, trigger)
             status, detail, reply = await self._post(

@@ -42,6 +42,8 @@ from prometheus_client import Counter, Gauge
 from functions.core.settings import EventSettings, build_settings
 from functions.core.transport import Refused, sink_for
 
+# Its own generator: the jitter must not draw from (or move) the global random state.
+_JITTER = random.Random()
 logger = logging.getLogger(__name__)
 
 EMITTED = Counter("mlf_events_emitted_total", "Events written to the outbox", ["type"])
@@ -180,7 +182,7 @@ class Sender:
             # The sink is down: back off, each sender at its own pace (equal jitter), so that
             # every pod's outbox does not come back at the same instant.
             delay = min(delay * 2, self._max_delay)
-            self._stop.wait(random.uniform(delay / 2, delay))
+            self._stop.wait(_JITTER.uniform(delay / 2, delay))
         self.drain()  # graceful shutdown: what is spooled now goes out
         if lock is not None:
             os.close(lock)
